@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 __all__ = ["default_n_threads", "resolve_n_threads"]
 
 
+@functools.lru_cache(maxsize=1)
 def _usable_cores() -> int:
+    """Cores this process may run on, read once (a syscall; affinity rarely changes)."""
     try:
         return len(os.sched_getaffinity(0))  # honours taskset / cgroup CPU affinity
     except AttributeError:  # not on Linux
@@ -16,8 +19,11 @@ def _usable_cores() -> int:
 
 def default_n_threads() -> int:
     """Usable cores (CPU affinity), capped by ``OMP_NUM_THREADS`` when it is set."""
-    n = _usable_cores()
-    env = os.environ.get("OMP_NUM_THREADS", "")
+    return _capped(_usable_cores(), os.environ.get("OMP_NUM_THREADS", ""))
+
+
+@functools.lru_cache(maxsize=8)
+def _capped(n: int, env: str) -> int:
     # OMP_NUM_THREADS may be a list ("4,2") for nested levels; the first entry is ours.
     first = env.split(",")[0].strip()
     if first.isdigit() and int(first) >= 1:

@@ -6,6 +6,7 @@ conversions make copies only where the input is not already in canonical form.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import operator
 
@@ -149,10 +150,13 @@ def as_labels(
                 f"got y_true {arr.shape} and y_pred {pred_shape} with axis={axis}"
             )
         arr = arr.reshape(sample_shape)
-    bad = (arr < 0) | (arr >= n_classes)
-    if ignore_index is not None:
-        bad &= arr != ignore_index
-    if bad.any():
+    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
+        bad = (arr < 0) | (arr >= n_classes)
+        if ignore_index is not None:
+            bad &= arr != ignore_index
+    else:
+        bad = None
+    if bad is not None and bad.any():
         pos = np.unravel_index(int(np.argmax(bad)), arr.shape)
         where = tuple(int(i) for i in pos)
         hint = "" if ignore_index is None else f" or equal to ignore_index={ignore_index}"
@@ -225,6 +229,7 @@ def check_out(out: object, shape: tuple[int, ...], dtype: np.dtype, y_pred: np.n
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def clip_bounds(dtype: np.dtype, eps: float) -> tuple[float, float]:
     """``[eps, 1 - eps]`` computed in the prediction's dtype, as Keras does."""
     t = dtype.type

@@ -7,6 +7,7 @@ a loss is created; arrays are validated and canonicalised on every call, once, h
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from types import ModuleType
@@ -393,7 +394,7 @@ class _CrossEntropyLoss(Loss):
         axis = v.check_axis(self.axis, pred.ndim)
         n_classes = pred.shape[axis]
         sample_shape = pred.shape[:axis] + pred.shape[axis + 1 :]
-        n = int(np.prod(sample_shape))
+        n = math.prod(sample_shape)
         if n_classes == 0 and n > 0:
             raise ValueError(f"y_pred has no classes along axis {self.axis} (shape {pred.shape})")
         v.check_class_weight(self.class_weight, n_classes)

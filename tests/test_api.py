@@ -124,7 +124,8 @@ def test_installed_package_has_every_backend():
     source = pathlib.Path(__file__).resolve().parent.parent / "fastloss"
     if installed == source.resolve():
         pytest.skip("running against the source tree, not an installed fastloss")
-    assert "numba" in fastloss.available_backends()
+    if (source / "backends" / "numba").is_dir():
+        assert "numba" in fastloss.available_backends()
     setup_py = (source.parent / "setup.py").read_text()
     if "Extension(" in setup_py:
         assert "cython" in fastloss.available_backends()

@@ -8,22 +8,23 @@ import os
 __all__ = ["default_n_threads", "resolve_n_threads"]
 
 
-@functools.lru_cache(maxsize=1)
 def _usable_cores() -> int:
-    """Cores this process may run on, read once (a syscall; affinity rarely changes)."""
+    """Cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))  # honours taskset / cgroup CPU affinity
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
 
+@functools.lru_cache(maxsize=1)
 def default_n_threads() -> int:
-    """Usable cores (CPU affinity), capped by ``OMP_NUM_THREADS`` when it is set."""
-    return _capped(_usable_cores(), os.environ.get("OMP_NUM_THREADS", ""))
+    """Usable cores (CPU affinity), capped by ``OMP_NUM_THREADS`` when it is set.
 
-
-@functools.lru_cache(maxsize=8)
-def _capped(n: int, env: str) -> int:
+    Read once, at the first call that needs it, as OpenMP itself reads ``OMP_NUM_THREADS``
+    once; ``default_n_threads.cache_clear()`` makes the next call read them again.
+    """
+    n = _usable_cores()
+    env = os.environ.get("OMP_NUM_THREADS", "")
     # OMP_NUM_THREADS may be a list ("4,2") for nested levels; the first entry is ours.
     first = env.split(",")[0].strip()
     if first.isdigit() and int(first) >= 1:

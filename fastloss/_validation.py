@@ -64,7 +64,11 @@ def check_axis(axis: object, ndim: int) -> int:
     if not -ndim <= a < ndim:
         raise ValueError(
             f"axis {axis} is out of range for y_pred with {ndim} dimension(s)"
-            + (" (cross-entropy needs a class axis: y_pred must have ndim >= 1)" if ndim == 0 else "")
+            + (
+                " (cross-entropy needs a class axis: y_pred must have ndim >= 1)"
+                if ndim == 0
+                else ""
+            )
         )
     return a % ndim
 
@@ -84,7 +88,9 @@ def as_weight_vector(value: object, name: str) -> np.ndarray | None:
     if value is None:
         return None
     arr = _as_real(value, name, np.float64)
-    arr = np.array(arr, dtype=np.float64, copy=True)  # our own copy: later edits by the caller don't leak in
+    arr = np.array(
+        arr, dtype=np.float64, copy=True
+    )  # our own copy: later edits by the caller don't leak in
     arr.setflags(write=False)
     return arr
 
@@ -124,15 +130,18 @@ def as_target(y_true: object, dtype: np.dtype, shape: tuple[int, ...]) -> np.nda
     arr = _as_real(y_true, "y_true")
     if arr.shape != shape:
         raise ValueError(
-            f"y_true and y_pred must have the same shape, got y_true {arr.shape} "
-            f"and y_pred {shape}"
+            f"y_true and y_pred must have the same shape, got y_true {arr.shape} and y_pred {shape}"
         )
     return arr.astype(dtype, copy=False)
 
 
 def as_labels(
-    y_true: object, sample_shape: tuple[int, ...], pred_shape: tuple[int, ...], axis: int,
-    n_classes: int, ignore_index: int | None,
+    y_true: object,
+    sample_shape: tuple[int, ...],
+    pred_shape: tuple[int, ...],
+    axis: int,
+    n_classes: int,
+    ignore_index: int | None,
 ) -> np.ndarray:
     """Integer labels shaped like the samples, range-checked, as flat C-ordered int64."""
     arr = np.asarray(y_true)
@@ -146,7 +155,7 @@ def as_labels(
         if not squeezable:
             raise ValueError(
                 f"y_true must have y_pred's shape without the class axis, "
-                f"{sample_shape} (or {pred_shape[:axis] + (1,) + pred_shape[axis + 1:]}), "
+                f"{sample_shape} (or {pred_shape[:axis] + (1,) + pred_shape[axis + 1 :]}), "
                 f"got y_true {arr.shape} and y_pred {pred_shape} with axis={axis}"
             )
         arr = arr.reshape(sample_shape)
@@ -181,7 +190,9 @@ def broadcast_weight(sample_weight: object, shape: tuple[int, ...], what: str) -
     return np.ascontiguousarray(full).reshape(-1)
 
 
-def broadcast_pos_weight(pos_weight: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+def broadcast_pos_weight(
+    pos_weight: np.ndarray | None, shape: tuple[int, ...]
+) -> np.ndarray | None:
     if pos_weight is None:
         return None
     try:
@@ -201,8 +212,13 @@ def check_class_weight(class_weight: np.ndarray | None, n_classes: int) -> None:
         )
 
 
-def check_out(out: object, shape: tuple[int, ...], dtype: np.dtype, y_pred: np.ndarray,
-              others: tuple[object, ...]) -> np.ndarray:
+def check_out(
+    out: object,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    y_pred: np.ndarray,
+    others: tuple[object, ...],
+) -> np.ndarray:
     """``out`` must be a writable C-contiguous array of the gradient's shape and dtype that is
     either ``y_pred`` itself or overlaps no input."""
     if not isinstance(out, np.ndarray):

@@ -80,12 +80,16 @@ class Loss:
 
     # ------------------------------------------------------------------ public calls
 
-    def __call__(self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None) -> Value:
+    def __call__(
+        self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> Value:
         """The loss value: a float, or an array of per-element/per-sample losses for
         ``reduction="none"``."""
         return self._evaluate(y_true, y_pred, sample_weight, None, want_grad=False)[0]
 
-    def loss(self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None) -> Value:
+    def loss(
+        self, y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None
+    ) -> Value:
         """Same as calling the instance: the loss value."""
         return self._evaluate(y_true, y_pred, sample_weight, None, want_grad=False)[0]
 
@@ -101,7 +105,9 @@ class Loss:
 
         ``out`` may be a preallocated writable C-contiguous array, or ``y_pred`` itself.
         """
-        return self._evaluate(y_true, y_pred, sample_weight, out, want_grad=True, want_value=False)[1]
+        return self._evaluate(y_true, y_pred, sample_weight, out, want_grad=True, want_value=False)[
+            1
+        ]
 
     def value_and_grad(
         self,
@@ -118,7 +124,9 @@ class Loss:
     def _plan(self, y_true: Any, pred: np.ndarray, sample_weight: Any) -> _Plan:
         raise NotImplementedError
 
-    def _parts(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tuple[float, float, int]:
+    def _parts(
+        self, y_true: Any, y_pred: Any, sample_weight: Any = None
+    ) -> tuple[float, float, int]:
         """``(Σ w·l, Σ w, count)`` for one batch: what a streaming accumulator adds up."""
         backend = resolve_backend(self.backend)
         plan = self._plan(y_true, v.as_prediction(y_pred), sample_weight)
@@ -158,7 +166,9 @@ class Loss:
             job.loss_out = np.empty(job.pred.shape[0], dtype=pred.dtype)
         job.n_threads = resolve_n_threads(self.n_threads)
         total = self._run(backend, job)
-        value: Value = job.loss_out.reshape(plan.loss_shape) if none and want_value else total / norm
+        value: Value = (
+            job.loss_out.reshape(plan.loss_shape) if none and want_value else total / norm
+        )
         return value, self._gradient_result(plan, grad, out)
 
     def _gradient_buffer(self, plan: _Plan, out: np.ndarray | None) -> np.ndarray:
@@ -280,7 +290,8 @@ class MeanAbsoluteError(_ElementwiseLoss):
 class Huber(_ElementwiseLoss):
     r"""Huber loss, one loss per element; ``r = p - t``.
 
-    .. math:: l = \tfrac12 r^2 \text{ if } |r| \le \delta \text{ else } \delta(|r| - \tfrac12\delta),
+    .. math:: l = \tfrac12 r^2 \text{ if } |r| \le \delta
+        \text{ else } \delta(|r| - \tfrac12\delta),
         \qquad \partial l / \partial p = \operatorname{clip}(r, -\delta, \delta)
 
     Args:
@@ -343,7 +354,9 @@ class BinaryCrossEntropy(_ElementwiseLoss):
     ) -> None:
         super().__init__(**kwargs)
         self.from_logits = v.check_bool(from_logits, "from_logits")
-        self.label_smoothing = v.check_float(label_smoothing, "label_smoothing", 0.0, 1.0, closed_low=True)
+        self.label_smoothing = v.check_float(
+            label_smoothing, "label_smoothing", 0.0, 1.0, closed_low=True
+        )
         self.pos_weight = v.as_weight_vector(pos_weight, "pos_weight")
         self.eps = v.check_float(eps, "eps", 0.0, 0.5, closed_low=False)
         self._kind = "bce_logits" if self.from_logits else "bce_prob"
@@ -377,11 +390,14 @@ class _CrossEntropyLoss(Loss):
     ) -> None:
         super().__init__(**kwargs)
         self.from_logits = v.check_bool(from_logits, "from_logits")
-        self.label_smoothing = v.check_float(label_smoothing, "label_smoothing", 0.0, 1.0, closed_low=True)
+        self.label_smoothing = v.check_float(
+            label_smoothing, "label_smoothing", 0.0, 1.0, closed_low=True
+        )
         self.class_weight = v.as_weight_vector(class_weight, "class_weight")
         if self.class_weight is not None and self.class_weight.ndim != 1:
             raise ValueError(
-                f"class_weight must be 1-D (one entry per class), got shape {self.class_weight.shape}"
+                "class_weight must be 1-D (one entry per class), "
+                f"got shape {self.class_weight.shape}"
             )
         if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
             raise TypeError(f"axis must be an int, got {axis!r}")
@@ -399,17 +415,29 @@ class _CrossEntropyLoss(Loss):
             raise ValueError(f"y_pred has no classes along axis {self.axis} (shape {pred.shape})")
         v.check_class_weight(self.class_weight, n_classes)
         last = axis == pred.ndim - 1
-        rows = np.ascontiguousarray(pred if last else np.moveaxis(pred, axis, -1)).reshape(n, n_classes)
+        rows = np.ascontiguousarray(pred if last else np.moveaxis(pred, axis, -1)).reshape(
+            n, n_classes
+        )
         weight = v.broadcast_weight(sample_weight, sample_shape, "per-sample loss")
         lo, hi = v.clip_bounds(pred.dtype, self.eps)
         job = CrossEntropyJob(
-            from_logits=self.from_logits, pred=rows, weight=weight,
-            class_weight=self.class_weight, smoothing=self.label_smoothing,
-            clip_lo=lo, clip_hi=hi,
+            from_logits=self.from_logits,
+            pred=rows,
+            weight=weight,
+            class_weight=self.class_weight,
+            smoothing=self.label_smoothing,
+            clip_lo=lo,
+            clip_hi=hi,
         )
         weight_sum, count = self._targets(job, y_true, pred, axis, sample_shape, last)
-        return _Plan(job=job, pred=pred, loss_shape=sample_shape, weight_sum=weight_sum,
-                     count=count, axis=axis)
+        return _Plan(
+            job=job,
+            pred=pred,
+            loss_shape=sample_shape,
+            weight_sum=weight_sum,
+            count=count,
+            axis=axis,
+        )
 
 
 class CategoricalCrossEntropy(_CrossEntropyLoss):
@@ -446,9 +474,9 @@ class CategoricalCrossEntropy(_CrossEntropyLoss):
 
     def _targets(self, job, y_true, pred, axis, sample_shape, last):
         target = v.as_target(y_true, pred.dtype, pred.shape)
-        job.target = np.ascontiguousarray(target if last else np.moveaxis(target, axis, -1)).reshape(
-            job.pred.shape
-        )
+        job.target = np.ascontiguousarray(
+            target if last else np.moveaxis(target, axis, -1)
+        ).reshape(job.pred.shape)
         n = job.pred.shape[0]
         weight_sum = float(n) if job.weight is None else float(np.sum(job.weight))
         return weight_sum, n
@@ -482,11 +510,24 @@ class SparseCategoricalCrossEntropy(_CrossEntropyLoss):
     _sparse = True
     _options = _CrossEntropyLoss._options + ("ignore_index",)
 
-    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0,
-                 class_weight: ArrayLike | None = None, ignore_index: int | None = None,
-                 axis: int = -1, eps: float = 1e-7, **kwargs: Any) -> None:
-        super().__init__(from_logits=from_logits, label_smoothing=label_smoothing,
-                         class_weight=class_weight, axis=axis, eps=eps, **kwargs)
+    def __init__(
+        self,
+        from_logits: bool = False,
+        label_smoothing: float = 0.0,
+        class_weight: ArrayLike | None = None,
+        ignore_index: int | None = None,
+        axis: int = -1,
+        eps: float = 1e-7,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            from_logits=from_logits,
+            label_smoothing=label_smoothing,
+            class_weight=class_weight,
+            axis=axis,
+            eps=eps,
+            **kwargs,
+        )
         self.ignore_index = v.check_ignore_index(ignore_index)
 
     def _targets(self, job, y_true, pred, axis, sample_shape, last):
@@ -520,8 +561,15 @@ def _common(reduction: str, backend: str | None, n_threads: int | None) -> dict[
     return {"reduction": reduction, "backend": backend, "n_threads": n_threads}
 
 
-def mse(y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None, *,
-        reduction: str = "mean", backend: str | None = None, n_threads: int | None = None) -> Value:
+def mse(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    sample_weight: ArrayLike | None = None,
+    *,
+    reduction: str = "mean",
+    backend: str | None = None,
+    n_threads: int | None = None,
+) -> Value:
     """Mean squared error value; see :class:`MeanSquaredError`.
 
     >>> fastloss.mse([0.0, 1.0], [0.5, 1.0])
@@ -530,19 +578,35 @@ def mse(y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = 
     return MeanSquaredError(**_common(reduction, backend, n_threads))(y_true, y_pred, sample_weight)
 
 
-def mae(y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None, *,
-        reduction: str = "mean", backend: str | None = None, n_threads: int | None = None) -> Value:
+def mae(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    sample_weight: ArrayLike | None = None,
+    *,
+    reduction: str = "mean",
+    backend: str | None = None,
+    n_threads: int | None = None,
+) -> Value:
     """Mean absolute error value; see :class:`MeanAbsoluteError`.
 
     >>> fastloss.mae([0.0, 1.0], [0.5, -1.0])
     1.25
     """
-    return MeanAbsoluteError(**_common(reduction, backend, n_threads))(y_true, y_pred, sample_weight)
+    return MeanAbsoluteError(**_common(reduction, backend, n_threads))(
+        y_true, y_pred, sample_weight
+    )
 
 
-def huber(y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None, *,
-          delta: float = 1.0, reduction: str = "mean", backend: str | None = None,
-          n_threads: int | None = None) -> Value:
+def huber(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    sample_weight: ArrayLike | None = None,
+    *,
+    delta: float = 1.0,
+    reduction: str = "mean",
+    backend: str | None = None,
+    n_threads: int | None = None,
+) -> Value:
     """Huber loss value; see :class:`Huber`.
 
     >>> fastloss.huber([0.0, 0.0], [0.5, 3.0], delta=2.0, reduction="sum")
@@ -551,51 +615,89 @@ def huber(y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None 
     return Huber(delta, **_common(reduction, backend, n_threads))(y_true, y_pred, sample_weight)
 
 
-def binary_cross_entropy(y_true: ArrayLike, y_pred: ArrayLike, sample_weight: ArrayLike | None = None,
-                         *, from_logits: bool = False, label_smoothing: float = 0.0,
-                         pos_weight: ArrayLike | None = None, eps: float = 1e-7,
-                         reduction: str = "mean", backend: str | None = None,
-                         n_threads: int | None = None) -> Value:
+def binary_cross_entropy(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    sample_weight: ArrayLike | None = None,
+    *,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    pos_weight: ArrayLike | None = None,
+    eps: float = 1e-7,
+    reduction: str = "mean",
+    backend: str | None = None,
+    n_threads: int | None = None,
+) -> Value:
     """Binary cross-entropy value; see :class:`BinaryCrossEntropy`.
 
     >>> round(fastloss.binary_cross_entropy([1.0, 0.0], [0.9, 0.2]), 6)
     0.164252
     """
-    loss = BinaryCrossEntropy(from_logits, label_smoothing, pos_weight, eps,
-                              **_common(reduction, backend, n_threads))
+    loss = BinaryCrossEntropy(
+        from_logits, label_smoothing, pos_weight, eps, **_common(reduction, backend, n_threads)
+    )
     return loss(y_true, y_pred, sample_weight)
 
 
-def categorical_cross_entropy(y_true: ArrayLike, y_pred: ArrayLike,
-                              sample_weight: ArrayLike | None = None, *, from_logits: bool = False,
-                              label_smoothing: float = 0.0, class_weight: ArrayLike | None = None,
-                              axis: int = -1, eps: float = 1e-7, reduction: str = "mean",
-                              backend: str | None = None, n_threads: int | None = None) -> Value:
+def categorical_cross_entropy(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    sample_weight: ArrayLike | None = None,
+    *,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    class_weight: ArrayLike | None = None,
+    axis: int = -1,
+    eps: float = 1e-7,
+    reduction: str = "mean",
+    backend: str | None = None,
+    n_threads: int | None = None,
+) -> Value:
     """Categorical cross-entropy value; see :class:`CategoricalCrossEntropy`.
 
     >>> round(fastloss.categorical_cross_entropy([[0.0, 1.0]], [[0.2, 0.8]]), 6)
     0.223144
     """
-    loss = CategoricalCrossEntropy(from_logits, label_smoothing, class_weight, axis, eps,
-                                   **_common(reduction, backend, n_threads))
+    loss = CategoricalCrossEntropy(
+        from_logits,
+        label_smoothing,
+        class_weight,
+        axis,
+        eps,
+        **_common(reduction, backend, n_threads),
+    )
     return loss(y_true, y_pred, sample_weight)
 
 
-def sparse_categorical_cross_entropy(y_true: ArrayLike, y_pred: ArrayLike,
-                                     sample_weight: ArrayLike | None = None, *,
-                                     from_logits: bool = False, label_smoothing: float = 0.0,
-                                     class_weight: ArrayLike | None = None,
-                                     ignore_index: int | None = None, axis: int = -1,
-                                     eps: float = 1e-7, reduction: str = "mean",
-                                     backend: str | None = None,
-                                     n_threads: int | None = None) -> Value:
+def sparse_categorical_cross_entropy(
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    sample_weight: ArrayLike | None = None,
+    *,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    class_weight: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    axis: int = -1,
+    eps: float = 1e-7,
+    reduction: str = "mean",
+    backend: str | None = None,
+    n_threads: int | None = None,
+) -> Value:
     """Sparse categorical cross-entropy value; see :class:`SparseCategoricalCrossEntropy`.
 
     >>> round(fastloss.sparse_categorical_cross_entropy([1], [[0.2, 0.8]]), 6)
     0.223144
     """
-    loss = SparseCategoricalCrossEntropy(from_logits, label_smoothing, class_weight, ignore_index,
-                                         axis, eps, **_common(reduction, backend, n_threads))
+    loss = SparseCategoricalCrossEntropy(
+        from_logits,
+        label_smoothing,
+        class_weight,
+        ignore_index,
+        axis,
+        eps,
+        **_common(reduction, backend, n_threads),
+    )
     return loss(y_true, y_pred, sample_weight)
 
 

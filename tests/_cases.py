@@ -57,8 +57,16 @@ def case_id(name: str, opts: dict) -> str:
     return "-".join(bits)
 
 
-def make_case(name: str, opts: dict, rng: np.random.Generator, *, n: int = 7, c: int = 5,
-              dtype=np.float64, weighted: bool = False):
+def make_case(
+    name: str,
+    opts: dict,
+    rng: np.random.Generator,
+    *,
+    n: int = 7,
+    c: int = 5,
+    dtype=np.float64,
+    weighted: bool = False,
+):
     """Concrete (options, y_true, y_pred, sample_weight) for ``name``/``opts``."""
     opts = dict(opts)
     if name in ("mse", "mae", "huber", "bce"):
@@ -102,8 +110,14 @@ def make_case(name: str, opts: dict, rng: np.random.Generator, *, n: int = 7, c:
     return opts, y_true, y_pred.astype(dtype), sw
 
 
-def make_loss(name: str, opts: dict, *, reduction: str = "mean", backend: str | None = None,
-              n_threads: int | None = None) -> fastloss.Loss:
+def make_loss(
+    name: str,
+    opts: dict,
+    *,
+    reduction: str = "mean",
+    backend: str | None = None,
+    n_threads: int | None = None,
+) -> fastloss.Loss:
     return fastloss.get(name, **opts, reduction=reduction, backend=backend, n_threads=n_threads)
 
 

@@ -25,8 +25,11 @@ CLASSES = {
     "categorical_cross_entropy": fastloss.CategoricalCrossEntropy,
     "sparse_categorical_cross_entropy": fastloss.SparseCategoricalCrossEntropy,
 }
-ALIASES = {"bce": "binary_cross_entropy", "cce": "categorical_cross_entropy",
-           "sparse_cce": "sparse_categorical_cross_entropy"}
+ALIASES = {
+    "bce": "binary_cross_entropy",
+    "cce": "categorical_cross_entropy",
+    "sparse_cce": "sparse_categorical_cross_entropy",
+}
 
 
 @pytest.mark.parametrize("name", list(CLASSES) + list(ALIASES))
@@ -138,8 +141,14 @@ def test_import_does_not_import_numba():
         "print('numba' in sys.modules, dt)"
     )
     env = {k: v for k, v in os.environ.items() if k != "FASTLOSS_BACKEND"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=env, cwd=pathlib.Path(fastloss.__file__).parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=pathlib.Path(fastloss.__file__).parent.parent,
+    )
     imported, seconds = out.stdout.split()
     assert imported == "False"
     print(f"import fastloss took {float(seconds) * 1e3:.1f} ms on top of numpy")  # informative
@@ -163,8 +172,11 @@ def test_every_public_name_has_a_docstring_with_an_example(obj):
 @pytest.mark.parametrize("module", [fastloss, fastloss.losses, fastloss.backends])
 def test_docstring_examples_run(module):
     with fastloss.use_backend("numpy"):
-        result = doctest.testmod(module, extraglobs={"fastloss": fastloss, "np": np},
-                                 optionflags=doctest.NORMALIZE_WHITESPACE)
+        result = doctest.testmod(
+            module,
+            extraglobs={"fastloss": fastloss, "np": np},
+            optionflags=doctest.NORMALIZE_WHITESPACE,
+        )
     assert result.attempted > 0 and result.failed == 0
 
 

@@ -26,6 +26,10 @@ def _scale(x) -> float:
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize(("name", "opts"), OPTION_SETS, ids=IDS)
 def test_backend_matches_reference(backend, name, opts, weighted, dtype, rng):
+    check_matches_reference(backend, name, opts, weighted, dtype, rng)
+
+
+def check_matches_reference(backend, name, opts, weighted, dtype, rng):
     opts, y_true, y_pred, sw = make_case(name, opts, rng, n=33, c=7, dtype=dtype, weighted=weighted)
     for reduction in REDUCTIONS:
         ref = make_loss(name, opts, reduction=reduction, backend="numpy")
@@ -39,6 +43,37 @@ def test_backend_matches_reference(backend, name, opts, weighted, dtype, rng):
             assert isinstance(v_got, np.ndarray) and v_got.dtype == y_pred.dtype
         else:
             assert type(v_got) is float
+
+
+@pytest.mark.parametrize("flaw", ["value", "gradient", "per-sample"])
+def test_suite_catches_a_backend_that_is_slightly_wrong(monkeypatch, flaw, rng):
+    """The comparison above can fail: a backend off by 1e-7 relative is caught."""
+    import types
+
+    import fastloss.backends as registry
+    from fastloss.backends import numpy as reference
+
+    def skewed(kernel):
+        def run(job):
+            total = kernel(job)
+            if flaw == "gradient" and job.grad_out is not None:
+                job.grad_out[...] *= 1 + 1e-7
+            if flaw == "per-sample" and job.loss_out is not None:
+                job.loss_out[...] *= 1 + 1e-7
+            return total * (1 + 1e-7) if flaw == "value" else total
+
+        return run
+
+    broken = types.SimpleNamespace(
+        name="broken",
+        elementwise=skewed(reference.elementwise),
+        cross_entropy=skewed(reference.cross_entropy),
+    )
+    monkeypatch.setitem(registry._loaded, "numba", broken)
+    monkeypatch.setattr(registry, "_available", ("numba", "numpy"))
+    for name, opts in [("mse", {}), ("sparse_cce", {"from_logits": True})]:
+        with pytest.raises(AssertionError):
+            check_matches_reference("numba", name, opts, True, np.float64, rng)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -87,7 +122,7 @@ def test_inputs_are_never_modified(backend, name, opts, rng):
         loss.value_and_grad(y_true, y_pred, sw)
         loss(y_true, y_pred, sw)
         loss.grad(y_true, y_pred, sw)
-    for before, after in zip(copies, (y_true, y_pred, sw)):
+    for before, after in zip(copies, (y_true, y_pred, sw), strict=True):
         np.testing.assert_array_equal(before, after)
     for key, before in option_copies.items():
         np.testing.assert_array_equal(before, opts[key])

@@ -34,7 +34,9 @@ def test_gradient_matches_finite_differences(backend, name, opts, reduction, rng
         down[idx] -= h
         numeric[idx] = (total(up) - total(down)) / (2 * h)
     # Central differences: truncation O(h²·f''') and rounding O(ε·f/h) ≈ 1e-10 relative.
-    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8 * max(1.0, np.abs(numeric).max()))
+    np.testing.assert_allclose(
+        grad, numeric, rtol=1e-6, atol=1e-8 * max(1.0, np.abs(numeric).max())
+    )
 
 
 @pytest.mark.parametrize(("name", "opts"), OPTION_SETS, ids=IDS)
@@ -42,10 +44,12 @@ def test_none_summed_equals_sum(backend, name, opts, rng):
     opts, y_true, y_pred, sw = make_case(name, opts, rng, n=25, c=4, weighted=True)
     per = make_loss(name, opts, reduction="none", backend=backend)
     total = make_loss(name, opts, reduction="sum", backend=backend)
-    assert np.isclose(np.sum(per(y_true, y_pred, sw), dtype=np.float64), total(y_true, y_pred, sw),
-                      rtol=1e-12)
-    np.testing.assert_allclose(per.grad(y_true, y_pred, sw), total.grad(y_true, y_pred, sw),
-                               rtol=1e-14, atol=0)
+    assert np.isclose(
+        np.sum(per(y_true, y_pred, sw), dtype=np.float64), total(y_true, y_pred, sw), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        per.grad(y_true, y_pred, sw), total.grad(y_true, y_pred, sw), rtol=1e-14, atol=0
+    )
 
 
 @pytest.mark.parametrize(("name", "opts"), OPTION_SETS, ids=IDS)
@@ -61,8 +65,11 @@ def test_weights_act_as_multipliers(backend, name, opts, rng):
     if sparse_like:
         rep = np.repeat(np.arange(n), counts)
         summed = make_loss(name, opts, reduction="sum", backend=backend)
-        assert np.isclose(summed(y_true, y_pred, counts.astype(float)),
-                          summed(y_true[rep], y_pred[rep]), rtol=1e-12)
+        assert np.isclose(
+            summed(y_true, y_pred, counts.astype(float)),
+            summed(y_true[rep], y_pred[rep]),
+            rtol=1e-12,
+        )
         # The mean is weighted: a constant weight changes nothing.
         mean = make_loss(name, opts, backend=backend)
         assert np.isclose(mean(y_true, y_pred, np.full(n, 3.5)), mean(y_true, y_pred), rtol=1e-12)
@@ -70,7 +77,8 @@ def test_weights_act_as_multipliers(backend, name, opts, rng):
     np.testing.assert_allclose(
         grad(y_true, y_pred, counts.astype(float)),
         (counts[:, None] if sparse_like else counts) * grad(y_true, y_pred),
-        rtol=1e-13, atol=1e-300,
+        rtol=1e-13,
+        atol=1e-300,
     )
 
 
@@ -133,7 +141,9 @@ def test_axis_equals_moveaxis(shape, axis_seed, sparse, from_logits, in_place):
             buf = x.copy()
             v_axis, g_axis = along.value_and_grad(y, buf, out=buf if in_place else None)
             np.testing.assert_allclose(v_axis, v_last, rtol=1e-13)
-            np.testing.assert_allclose(g_axis, np.moveaxis(g_last, -1, axis), rtol=1e-13, atol=1e-16)
+            np.testing.assert_allclose(
+                g_axis, np.moveaxis(g_last, -1, axis), rtol=1e-13, atol=1e-16
+            )
             assert g_axis.shape == x.shape and (not in_place or g_axis is buf)
 
 
@@ -245,15 +255,19 @@ def test_cross_entropy_finite_for_any_finite_logits(backend, big, dtype, rng):
 
 def test_cross_entropy_infinite_logits(backend):
     inf = np.inf
-    x = np.array([
-        [inf, 0.0, -inf],     # label 0: limit 0, gradient 0
-        [0.0, inf, 1.0],      # label 0: the label's probability → 0: loss inf
-        [-inf, -inf, -inf],   # no softmax: NaN
-        [inf, inf, 0.0],      # two +inf: no limit, NaN
-        [1.0, 2.0, -inf],     # a -inf class with zero target: counts as 0
-    ])
+    x = np.array(
+        [
+            [inf, 0.0, -inf],  # label 0: limit 0, gradient 0
+            [0.0, inf, 1.0],  # label 0: the label's probability → 0: loss inf
+            [-inf, -inf, -inf],  # no softmax: NaN
+            [inf, inf, 0.0],  # two +inf: no limit, NaN
+            [1.0, 2.0, -inf],  # a -inf class with zero target: counts as 0
+        ]
+    )
     y = np.array([0, 0, 1, 0, 1])
-    loss = fastloss.SparseCategoricalCrossEntropy(from_logits=True, reduction="none", backend=backend)
+    loss = fastloss.SparseCategoricalCrossEntropy(
+        from_logits=True, reduction="none", backend=backend
+    )
     value, grad = loss.value_and_grad(y, x)
     assert value[0] == 0.0 and np.all(grad[0] == 0.0)
     assert value[1] == inf and np.all(np.isfinite(grad[1]))
@@ -265,7 +279,9 @@ def test_cross_entropy_infinite_logits(backend):
 
 def test_nan_propagates_and_is_never_an_error(backend):
     x = np.array([[0.0, np.nan], [1.0, 2.0]])
-    loss = fastloss.SparseCategoricalCrossEntropy(from_logits=True, reduction="none", backend=backend)
+    loss = fastloss.SparseCategoricalCrossEntropy(
+        from_logits=True, reduction="none", backend=backend
+    )
     value, grad = loss.value_and_grad([0, 1], x)
     assert np.isnan(value[0]) and np.all(np.isnan(grad[0]))
     assert np.isfinite(value[1]) and np.all(np.isfinite(grad[1]))
@@ -283,11 +299,13 @@ def test_all_ignored_or_zero_weight_gives_zero(backend, reduction):
     value, grad = sparse.value_and_grad([-1, -1], x)
     assert value == 0.0 and np.all(grad == 0.0)
     if reduction == "mean":
-        v, g = fastloss.MeanSquaredError(backend=backend).value_and_grad([0.0, 1.0], [3.0, 4.0], [0.0, 0.0])
+        v, g = fastloss.MeanSquaredError(backend=backend).value_and_grad(
+            [0.0, 1.0], [3.0, 4.0], [0.0, 0.0]
+        )
         assert v == 0.0 and np.all(g == 0.0)
-    empty_v, empty_g = fastloss.MeanSquaredError(reduction=reduction, backend=backend).value_and_grad(
-        np.zeros(0), np.zeros(0)
-    )
+    empty_v, empty_g = fastloss.MeanSquaredError(
+        reduction=reduction, backend=backend
+    ).value_and_grad(np.zeros(0), np.zeros(0))
     assert empty_v == 0.0 and empty_g.shape == (0,)
 
 
@@ -319,12 +337,16 @@ def test_label_smoothing_formulas(backend):
     smoothed = np.array([[0.0, 1.0, 0.0]]) * (1 - eps) + eps / 3
     ls = np.log(np.exp(x) / np.exp(x).sum())
     expected = -(smoothed * ls).sum()
-    got = fastloss.sparse_categorical_cross_entropy([1], x, from_logits=True, label_smoothing=eps,
-                                                    backend=backend)
+    got = fastloss.sparse_categorical_cross_entropy(
+        [1], x, from_logits=True, label_smoothing=eps, backend=backend
+    )
     assert np.isclose(got, expected, rtol=1e-14)
     t_bce = 1.0 * (1 - eps) + eps / 2
     z = 0.7
-    expected_bce = -(t_bce * np.log(1 / (1 + np.exp(-z))) + (1 - t_bce) * np.log(1 - 1 / (1 + np.exp(-z))))
-    got_bce = fastloss.binary_cross_entropy([1.0], [z], from_logits=True, label_smoothing=eps,
-                                            backend=backend)
+    expected_bce = -(
+        t_bce * np.log(1 / (1 + np.exp(-z))) + (1 - t_bce) * np.log(1 - 1 / (1 + np.exp(-z)))
+    )
+    got_bce = fastloss.binary_cross_entropy(
+        [1.0], [z], from_logits=True, label_smoothing=eps, backend=backend
+    )
     assert np.isclose(got_bce, expected_bce, rtol=1e-14)

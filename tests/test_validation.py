@@ -13,31 +13,55 @@ def _frozen(*arrays):
 
 
 def _unchanged(before, *arrays):
-    for b, a in zip(before, arrays):
+    for b, a in zip(before, arrays, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize(
     ("factory", "error", "match"),
     [
-        (lambda: fastloss.MeanSquaredError(reduction="avg"), ValueError, r"reduction.*'mean'.*'none'.*'avg'"),
-        (lambda: fastloss.MeanSquaredError(backend="fortran"), ValueError, r"backend.*'cython'.*'numpy'"),
+        (
+            lambda: fastloss.MeanSquaredError(reduction="avg"),
+            ValueError,
+            r"reduction.*'mean'.*'none'.*'avg'",
+        ),
+        (
+            lambda: fastloss.MeanSquaredError(backend="fortran"),
+            ValueError,
+            r"backend.*'cython'.*'numpy'",
+        ),
         (lambda: fastloss.MeanSquaredError(n_threads=0), ValueError, "n_threads"),
         (lambda: fastloss.MeanSquaredError(n_threads=1.5), TypeError, "n_threads"),
         (lambda: fastloss.MeanSquaredError(n_threads=True), TypeError, "n_threads"),
         (lambda: fastloss.Huber(delta=0.0), ValueError, r"delta must be in \(0"),
         (lambda: fastloss.Huber(delta=-1), ValueError, "delta"),
         (lambda: fastloss.Huber(delta="1"), TypeError, "delta"),
-        (lambda: fastloss.BinaryCrossEntropy(label_smoothing=1.0), ValueError, r"label_smoothing must be in \[0"),
+        (
+            lambda: fastloss.BinaryCrossEntropy(label_smoothing=1.0),
+            ValueError,
+            r"label_smoothing must be in \[0",
+        ),
         (lambda: fastloss.BinaryCrossEntropy(label_smoothing=-0.1), ValueError, "label_smoothing"),
         (lambda: fastloss.BinaryCrossEntropy(eps=0.5), ValueError, r"eps must be in \(0"),
         (lambda: fastloss.BinaryCrossEntropy(eps=0.0), ValueError, "eps"),
         (lambda: fastloss.BinaryCrossEntropy(from_logits="yes"), TypeError, "from_logits"),
-        (lambda: fastloss.CategoricalCrossEntropy(class_weight=[[1.0, 2.0]]), ValueError, "class_weight must be 1-D"),
+        (
+            lambda: fastloss.CategoricalCrossEntropy(class_weight=[[1.0, 2.0]]),
+            ValueError,
+            "class_weight must be 1-D",
+        ),
         (lambda: fastloss.CategoricalCrossEntropy(class_weight=["a"]), TypeError, "class_weight"),
         (lambda: fastloss.CategoricalCrossEntropy(axis=1.0), TypeError, "axis"),
-        (lambda: fastloss.SparseCategoricalCrossEntropy(ignore_index=1.5), TypeError, "ignore_index"),
-        (lambda: fastloss.get("hinge"), ValueError, r"unknown loss name 'hinge'.*'mse'.*'sparse_cce'"),
+        (
+            lambda: fastloss.SparseCategoricalCrossEntropy(ignore_index=1.5),
+            TypeError,
+            "ignore_index",
+        ),
+        (
+            lambda: fastloss.get("hinge"),
+            ValueError,
+            r"unknown loss name 'hinge'.*'mse'.*'sparse_cce'",
+        ),
         (lambda: fastloss.set_backend("gpu"), ValueError, r"backend must be one of"),
     ],
 )
@@ -104,27 +128,40 @@ def test_non_numeric_arrays_are_a_type_error(backend):
 
 def test_class_weight_of_wrong_length(backend):
     loss = fastloss.SparseCategoricalCrossEntropy(class_weight=[1.0, 2.0], backend=backend)
-    with pytest.raises(ValueError, match=r"class_weight must have one entry per class, shape \(3,\), got shape \(2,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"class_weight must have one entry per class, shape \(3,\), got shape \(2,\)",
+    ):
         loss([0], np.zeros((1, 3)))
 
 
 def test_pos_weight_not_broadcastable(backend):
     loss = fastloss.BinaryCrossEntropy(pos_weight=[1.0, 2.0, 3.0], backend=backend)
-    with pytest.raises(ValueError, match=r"pos_weight of shape \(3,\) cannot be broadcast.*\(4, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"pos_weight of shape \(3,\) cannot be broadcast.*\(4, 2\)"
+    ):
         loss(np.zeros((4, 2)), np.full((4, 2), 0.5))
 
 
 def test_sample_weight_not_broadcastable(backend):
-    with pytest.raises(ValueError, match=r"sample_weight of shape \(3,\) cannot be broadcast.*\(4, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"sample_weight of shape \(3,\) cannot be broadcast.*\(4, 2\)"
+    ):
         fastloss.mse(np.zeros((4, 2)), np.zeros((4, 2)), np.ones(3), backend=backend)
-    with pytest.raises(ValueError, match=r"sample_weight of shape \(3,\).*per-sample loss shape \(4,\)"):
-        fastloss.sparse_categorical_cross_entropy([0] * 4, np.ones((4, 2)), np.ones(3), backend=backend)
+    with pytest.raises(
+        ValueError, match=r"sample_weight of shape \(3,\).*per-sample loss shape \(4,\)"
+    ):
+        fastloss.sparse_categorical_cross_entropy(
+            [0] * 4, np.ones((4, 2)), np.ones(3), backend=backend
+        )
 
 
 @pytest.mark.parametrize("axis", [2, -3])
 def test_axis_out_of_range(backend, axis):
     loss = fastloss.CategoricalCrossEntropy(axis=axis, backend=backend)
-    with pytest.raises(ValueError, match=rf"axis {axis} is out of range for y_pred with 2 dimension"):
+    with pytest.raises(
+        ValueError, match=rf"axis {axis} is out of range for y_pred with 2 dimension"
+    ):
         loss(np.zeros((2, 3)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="class axis"):
         fastloss.CategoricalCrossEntropy(backend=backend)(1.0, 1.0)
@@ -138,9 +175,16 @@ def _read_only():
 
 OUT_CASES = {
     "list": ([[0.0] * 2] * 3, TypeError, "out must be a numpy.ndarray"),
-    "shape": (np.zeros((2, 3)), ValueError,
-              r"out must have the gradient's shape \(3, 2\) and dtype float64, got shape \(2, 3\)"),
-    "dtype": (np.zeros((3, 2), np.float32), ValueError, "dtype float64, got shape .* dtype float32"),
+    "shape": (
+        np.zeros((2, 3)),
+        ValueError,
+        r"out must have the gradient's shape \(3, 2\) and dtype float64, got shape \(2, 3\)",
+    ),
+    "dtype": (
+        np.zeros((3, 2), np.float32),
+        ValueError,
+        "dtype float64, got shape .* dtype float32",
+    ),
     "fortran": (np.zeros((2, 3)).T, ValueError, "out must be C-contiguous"),
     "read-only": (_read_only(), ValueError, "out must be writable"),
     "overlaps y_true": ("y_true", ValueError, "out must not overlap y_true"),

@@ -108,6 +108,14 @@ def _as_real(value: object, name: str, dtype: np.dtype | type | None = None) -> 
     return arr if dtype is None else arr.astype(dtype, copy=False)
 
 
+def canonical(arr: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndarray:
+    """``arr`` as a C-contiguous, aligned array (what a kernel may assume); no copy when it
+    already is one. Misaligned arrays (views at odd byte offsets, some memory maps and
+    ``.npz`` members, buffers from other processes) are copied."""
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    return out if out.flags.aligned else out.copy()
+
+
 def compute_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype a prediction is computed in: float32/float64 kept, float16 → float32,
     other floats (long double) → float64, integers and bools → float64."""
@@ -173,7 +181,7 @@ def as_labels(
             f"y_true has label {arr[where]} at index {where}; labels must be in "
             f"[0, {n_classes}){hint} (y_pred has C={n_classes} classes along its axis)"
         )
-    return np.ascontiguousarray(arr, dtype=np.int64).reshape(-1)
+    return canonical(arr, np.int64).reshape(-1)
 
 
 def broadcast_weight(sample_weight: object, shape: tuple[int, ...], what: str) -> np.ndarray | None:
@@ -187,7 +195,7 @@ def broadcast_weight(sample_weight: object, shape: tuple[int, ...], what: str) -
         raise ValueError(
             f"sample_weight of shape {arr.shape} cannot be broadcast to the {what} shape {shape}"
         ) from None
-    return np.ascontiguousarray(full).reshape(-1)
+    return canonical(full).reshape(-1)
 
 
 def broadcast_pos_weight(
@@ -201,7 +209,7 @@ def broadcast_pos_weight(
         raise ValueError(
             f"pos_weight of shape {pos_weight.shape} cannot be broadcast to y_pred's shape {shape}"
         ) from None
-    return np.ascontiguousarray(full).reshape(-1)
+    return canonical(full).reshape(-1)
 
 
 def check_class_weight(class_weight: np.ndarray | None, n_classes: int) -> None:
@@ -232,6 +240,8 @@ def check_out(
         raise ValueError("out must be C-contiguous")
     if not out.flags.writeable:
         raise ValueError("out must be writable (got a read-only array)")
+    if not out.flags.aligned:
+        raise ValueError("out must be aligned to its dtype (got a view at an odd byte offset)")
     if np.may_share_memory(out, y_pred):
         same = (
             out.__array_interface__["data"][0] == y_pred.__array_interface__["data"][0]

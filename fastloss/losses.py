@@ -119,6 +119,20 @@ class Loss:
         """``(value, grad)`` computed in one fused pass over the data (see :meth:`grad`)."""
         return self._evaluate(y_true, y_pred, sample_weight, out, want_grad=True)
 
+    def accumulator(self) -> Any:
+        """A streaming :class:`fastloss.scoring.Accumulator` for this loss: ``update`` per
+        batch, ``result`` at the end, ``merge`` across processes; it pickles.
+
+        >>> acc = fastloss.MeanSquaredError().accumulator()
+        >>> acc.update([0.0, 1.0], [0.5, 1.0])
+        >>> acc.update([2.0], [0.0])
+        >>> acc.result()  # == fastloss.mse([0.0, 1.0, 2.0], [0.5, 1.0, 0.0])
+        1.4166666666666667
+        """
+        from .scoring import Accumulator  # imported on use: scoring imports this module
+
+        return Accumulator(self)
+
     # ------------------------------------------------------------------ internals
 
     def _plan(self, y_true: Any, pred: np.ndarray, sample_weight: Any) -> _Plan:
@@ -236,8 +250,8 @@ class _ElementwiseLoss(Loss):
         weight = v.broadcast_weight(sample_weight, shape, "loss (= y_pred)")
         job = ElementwiseJob(
             kind=self._kind,
-            pred=np.ascontiguousarray(pred).reshape(-1),
-            target=np.ascontiguousarray(target).reshape(-1),
+            pred=v.canonical(pred).reshape(-1),
+            target=v.canonical(target).reshape(-1),
             weight=weight,
             **self._job_options(pred),
         )
@@ -415,7 +429,7 @@ class _CrossEntropyLoss(Loss):
             raise ValueError(f"y_pred has no classes along axis {self.axis} (shape {pred.shape})")
         v.check_class_weight(self.class_weight, n_classes)
         last = axis == pred.ndim - 1
-        rows = np.ascontiguousarray(pred if last else np.moveaxis(pred, axis, -1)).reshape(
+        rows = v.canonical(pred if last else np.moveaxis(pred, axis, -1)).reshape(
             n, n_classes
         )
         weight = v.broadcast_weight(sample_weight, sample_shape, "per-sample loss")
@@ -424,7 +438,7 @@ class _CrossEntropyLoss(Loss):
             from_logits=self.from_logits,
             pred=rows,
             weight=weight,
-            class_weight=self.class_weight,
+            class_weight=None if self.class_weight is None else v.canonical(self.class_weight),
             smoothing=self.label_smoothing,
             clip_lo=lo,
             clip_hi=hi,
@@ -474,7 +488,7 @@ class CategoricalCrossEntropy(_CrossEntropyLoss):
 
     def _targets(self, job, y_true, pred, axis, sample_shape, last):
         target = v.as_target(y_true, pred.dtype, pred.shape)
-        job.target = np.ascontiguousarray(
+        job.target = v.canonical(
             target if last else np.moveaxis(target, axis, -1)
         ).reshape(job.pred.shape)
         n = job.pred.shape[0]

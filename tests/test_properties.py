@@ -214,6 +214,29 @@ def test_accepts_strided_fortran_readonly_memmap_and_array_likes(backend, tmp_pa
     )
 
 
+def _misaligned(a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` at an odd byte offset (as in some memory maps and pickled buffers)."""
+    raw = np.zeros(a.nbytes + 1, np.uint8)[1:]
+    out = raw.view(a.dtype).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned
+    return out
+
+
+@pytest.mark.parametrize(("name", "opts"), OPTION_SETS, ids=IDS)
+def test_accepts_misaligned_arrays(backend, name, opts, rng):
+    opts, y_true, y_pred, sw = make_case(name, opts, rng, n=9, c=4, weighted=True)
+    opts = {k: _misaligned(val) if isinstance(val, np.ndarray) else val for k, val in opts.items()}
+    loss = make_loss(name, opts, backend=backend)
+    value, grad = loss.value_and_grad(y_true, y_pred, sw)
+    loss.class_weight = getattr(loss, "class_weight", None)  # as restored by unpickling
+    if loss.class_weight is not None:
+        loss.class_weight = _misaligned(loss.class_weight)
+    v2, g2 = loss.value_and_grad(_misaligned(y_true), _misaligned(y_pred), _misaligned(sw))
+    assert v2 == value
+    np.testing.assert_array_equal(g2, grad)
+
+
 # ---------------------------------------------------------------------- extreme inputs
 
 

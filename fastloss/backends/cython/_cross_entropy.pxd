@@ -1,0 +1,359 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""(Sparse) categorical cross-entropy over a block of rows, from logits or probabilities.
+
+The formulas are those of :class:`fastloss.backends._jobs.CrossEntropyJob`. Target
+coefficients ``c_j = κ_j·(t_j(1-ε) + ε/C)`` (``t = onehot(label)`` for sparse labels),
+``W = Σ_j c_j``.
+
+Logits, a block of rows at a time, in phases that each are one simple loop:
+
+1. per row: ``m = max x`` (first, alone in its loop, so the maxima of short rows overlap);
+   then ``W`` and ``Σ c_j z_j`` with ``z_j = x_j - m`` (0 where ``x_j == m``; a term with
+   ``c_j = 0`` counts as 0);
+2. ``e = exp(z)`` written to the row's output buffer: the gradient itself (which may be
+   ``x``: in place), or a scratch block for a value-only call or for a gradient too large
+   for the caches (then streamed out at the end, see 6). Rows shorter than 64 write ``z``
+   in step 1 and take the exp over the whole block at once, which vectorises fully even for
+   C = 10 (per-row loops of 10 would be mostly remainder);
+3. per row: ``s = Σ e`` (float64, lane-wise);
+4. over the rows: ``l = W·log(s) - Σ c_j z_j`` (NaN for rows without a limit: all
+   ``-inf``, or several ``+inf``), weighted; the gradient factor ``a = scale·w·W/s``;
+5. per row: ``g_j = a·e_j - scale·w·c_j``;
+6. a scratch-computed gradient is copied out with non-temporal stores.
+
+So the logits are read from memory once and the gradient written once; the passes after the
+first touch only the block, which stays in L1/L2, and the next block is prefetched during
+step 2. The math is in the input dtype (the exp of float32 logits in float32), every sum in
+float64.
+
+Probabilities, per row: ``S = Σ x`` (float64), then in float64 for both dtypes (no exp here,
+and the chain rule through ``q = x/S`` cancels): ``q_j = x_j/S``, ``q̂ = clip(q, lo, hi)``,
+``l = -Σ c_j log q̂_j``, ``g_j = -c_j/q̂_j`` inside ``[lo, hi]`` else 0,
+``∂l/∂x_j = (g_j - Σ_k g_k q_k)/S``.
+"""
+
+from cython cimport floating
+from libc.math cimport INFINITY, NAN
+
+from fastloss.backends.cython._fastmath cimport (
+    exp_nonpos, fl_log, fl_prefetch, lane_max, lane_sum, stream_copy,
+)
+from fastloss.backends.cython._modes cimport Mode, Soft, Sparse, Target, WithGrad
+
+
+cdef enum:
+    # Elements per block (at least one row): the unit of work of a thread and of the
+    # deterministic reduction. A block of float32 logits (16 KiB) stays in L1.
+    CE_BLOCK = 4096
+    # Rows shorter than this take the flat exp path (see step 2 of ce_logits_block).
+    CE_FLAT_BELOW = 64
+    # Elements of the exp step between two prefetch slices.
+    CE_CHUNK = 1024
+
+
+cdef struct CEParams:
+    Py_ssize_t n              # rows
+    Py_ssize_t C              # classes
+    Py_ssize_t rows_per_block
+    const long long* labels   # Sparse: (n,) int64
+    long long ignore_index
+    const double* weight      # (n,) or NULL
+    double smoothing
+    double kappa_sum          # Σ_j κ_j
+    double lo, hi             # probability clip bounds
+    double scale
+    bint stream               # logits: compute the block in scratch, stream it to grad
+
+
+cdef inline bint skipped(const CEParams* a, Py_ssize_t i, char* bad) noexcept nogil:
+    """Whether sparse row i is left out: ignored, or (defensively; the Python layer checks
+    first) a label outside [0, C), which also sets ``bad[0]`` so the call raises."""
+    cdef long long y = a.labels[i]
+    if y == a.ignore_index:
+        return True
+    if y < 0 or y >= a.C:
+        bad[0] = 1
+        return True
+    return False
+
+
+cdef inline double coefficient(const CEParams* a, floating kappa, double t) noexcept nogil:
+    """c = κ·(t(1-ε) + ε/C)."""
+    return kappa * (t * (1 - a.smoothing) + a.smoothing / a.C)
+
+
+cdef struct Prefetcher:
+    # Spreads the prefetch of the next block's rows over the chunks of this block's exp
+    # step, so that the memory transfer of block b+1 overlaps the arithmetic of block b
+    # (between its first pass and the next block's, a block touches only cached data).
+    const char* read
+    char* write             # the next block's gradient rows (NULL: none, or in place)
+    Py_ssize_t left, step   # bytes
+
+
+cdef inline void prefetch_next(Prefetcher* p) noexcept nogil:
+    cdef Py_ssize_t nbytes = p.step if p.step < p.left else p.left
+    if nbytes > 0:
+        fl_prefetch(p.read, nbytes, 0)
+        if p.write != NULL:
+            fl_prefetch(p.write, nbytes, 1)
+            p.write += nbytes
+        p.read += nbytes
+        p.left -= nbytes
+
+
+cdef inline floating shifted(floating x, floating m) noexcept nogil:
+    """z = x - m, with z = 0 where x == m (which makes a single +inf logit well defined)."""
+    return 0 if x == m else x - m
+
+
+cdef inline double ce_logits_block(
+    const CEParams* a, const Target* target_kind, const Mode* mode,
+    Py_ssize_t r0, Py_ssize_t r1,
+    const floating* pred, const floating* target, const floating* kappa,
+    floating* grad, floating* loss_out,
+    floating* scratch, double* tmp, double* rows, char* bad,
+) noexcept nogil:
+    """Σ of the weighted losses of rows [r0, r1) from logits (see the module docstring).
+
+    ``scratch``: (r1-r0)·C values (used when ``grad`` is NULL or ``a.stream``: then the
+    finished block is copied to ``grad`` with non-temporal stores); ``tmp``: 2·C doubles;
+    ``rows``: 7·(r1-r0) doubles. Sets ``bad[0]`` for a label outside [0, C) (such a row is
+    treated as ignored: no out-of-bounds access whatever the labels).
+    """
+    cdef Py_ssize_t C = a.C, R = r1 - r0, r, j, j0, j1, i, h
+    cdef floating* buf = grad + r0 * C if grad != NULL and not a.stream else scratch
+    cdef double* zsum = rows            # Σ c_j z_j
+    cdef double* wsum = rows + R        # W, then the gradient factor a
+    cdef double* ssum = rows + 2 * R    # s = Σ exp(z)
+    cdef double* rmax = rows + 3 * R    # m
+    cdef double* lrow = rows + 4 * R    # weighted row losses
+    cdef double* keep = rows + 5 * R    # 0 for a skipped row (ignored label), else 1
+    cdef double* wrow = rows + 6 * R    # sample weight
+    cdef const floating* x
+    cdef const floating* t
+    cdef floating* z
+    cdef floating m, m1, af, bf, cy
+    cdef long long y = 0
+    # struct fields as locals: stores to the double row arrays could alias them otherwise
+    cdef double eps_c = a.smoothing / C, keep_y = 1 - a.smoothing, kappa_sum = a.kappa_sum
+    cdef double scale = a.scale, coef_y, w, lr, f, c
+    cdef bint undefined
+    cdef Prefetcher pf
+    cdef Py_ssize_t next_rows = min(R, a.n - r1), chunks
+
+    # 1a. per row: weight, skip, max. Nothing else in this loop, so the maxima of several
+    #     (short) rows are computed at once: each is a chain of dependent max operations.
+    for r in range(R):
+        i = r0 + r
+        x = pred + i * C
+        wrow[r] = 1 if a.weight == NULL else a.weight[i]
+        keep[r] = 1
+        if Target is Sparse:
+            if skipped(a, i, bad):
+                keep[r] = rmax[r] = 0
+                continue
+        if C < CE_FLAT_BELOW:
+            # Short row: an inline loop beats the call; two halves, two chains.
+            h = C // 2
+            m = x[0]
+            m1 = x[h]
+            for j in range(1, h):
+                m = x[j] if x[j] > m else m
+            for j in range(h + 1, C):
+                m1 = x[j] if x[j] > m1 else m1
+            rmax[r] = m1 if m1 > m else m
+        else:
+            rmax[r] = lane_max(x, C)
+
+    # 1b. per row: W and Σ c z (z computed on the fly from x and m); short rows: z.
+    for r in range(R):
+        i = r0 + r
+        x = pred + i * C
+        m = <floating>rmax[r]
+        zsum[r] = wsum[r] = 0
+        if keep[r] == 0:
+            continue
+        if Target is Sparse:
+            y = a.labels[i]
+            coef_y = kappa[y] * keep_y
+            zsum[r] = 0 if coef_y == 0 else coef_y * shifted(x[y], m)
+            wsum[r] = coef_y + eps_c * kappa_sum
+            if eps_c != 0:
+                for j in range(C):
+                    tmp[j] = 0 if kappa[j] == 0 else kappa[j] * shifted(x[j], m)
+                zsum[r] += eps_c * lane_sum(tmp, C)
+        else:
+            t = target + i * C
+            for j in range(C):
+                c = coefficient(a, kappa[j], t[j])
+                tmp[j] = c
+                tmp[C + j] = 0 if c == 0 else c * shifted(x[j], m)
+            wsum[r] = lane_sum(tmp, C)
+            zsum[r] = lane_sum(tmp + C, C)
+        if C < CE_FLAT_BELOW:
+            # Short rows: z is written here (this row's x has been read above; it may be
+            # overwritten in place), and exponentiated over the whole block in step 2.
+            z = buf + r * C
+            for j in range(C):
+                z[j] = shifted(x[j], m)
+
+    # 2. e = exp(z) into the output rows (in place over x when grad is pred), a chunk at a
+    #    time, each chunk preceded by a share of the next block's prefetch.
+    if C < CE_FLAT_BELOW:
+        chunks = (R * C + CE_CHUNK - 1) // CE_CHUNK
+    else:
+        chunks = R * ((C + CE_CHUNK - 1) // CE_CHUNK)
+    pf.read = <const char*>(pred + r1 * C)
+    pf.write = NULL
+    if grad != NULL and <const void*>grad != <const void*>pred and not a.stream:
+        pf.write = <char*>(grad + r1 * C)
+    pf.left = next_rows * C * sizeof(floating)
+    pf.step = (pf.left // chunks + 63) // 64 * 64 if chunks > 0 else 0
+    if C < CE_FLAT_BELOW:
+        # Short rows: exp over the whole block at once (fully vectorised; per-row loops of
+        # a few elements would be mostly remainder). Skipped rows hold whatever was there:
+        # exp of it is harmless, and the row is zeroed in step 5.
+        j0 = 0
+        while j0 < R * C:
+            prefetch_next(&pf)
+            j1 = min(j0 + CE_CHUNK, R * C)
+            for j in range(j0, j1):
+                buf[j] = exp_nonpos(buf[j])
+            j0 = j1
+    else:
+        for r in range(R):
+            if keep[r] != 0:
+                x = pred + (r0 + r) * C
+                z = buf + r * C
+                m = <floating>rmax[r]
+                j0 = 0
+                while j0 < C:
+                    prefetch_next(&pf)
+                    j1 = min(j0 + CE_CHUNK, C)
+                    for j in range(j0, j1):
+                        z[j] = exp_nonpos(shifted(x[j], m))
+                    j0 = j1
+    prefetch_next(&pf)   # whatever is left (skipped rows)
+    pf.step = pf.left
+    prefetch_next(&pf)
+
+    # 3. s = Σ e per row.
+    for r in range(R):
+        ssum[r] = lane_sum(buf + r * C, C) if keep[r] != 0 else 1
+
+    # 4. row losses and gradient factors (one vectorisable loop over the rows).
+    for r in range(R):
+        w = wrow[r]
+        lr = wsum[r] * fl_log(ssum[r]) - zsum[r]
+        f = scale * w * wsum[r] / ssum[r]
+        # No limit: all -inf (softmax undefined), or several +inf entries. A NaN factor
+        # makes the whole gradient row NaN in step 5.
+        undefined = (rmax[r] == -INFINITY) | ((rmax[r] == INFINITY) & (ssum[r] > 1))
+        lr = NAN if undefined else lr
+        wsum[r] = NAN if undefined else f
+        lrow[r] = w * lr if keep[r] != 0 else 0   # skipped rows count exactly 0
+
+    # 5. gradient: g = a·e - scale·w·c.
+    if Mode is WithGrad:
+        for r in range(R):
+            i = r0 + r
+            z = buf + r * C
+            if keep[r] == 0:
+                for j in range(C):
+                    z[j] = 0
+                continue
+            w = scale * wrow[r]
+            af = <floating>wsum[r]
+            if Target is Sparse:
+                # c_j = κ_j·ε/C + [j = y]·κ_y(1-ε); the label's term is subtracted inside
+                # the loop (a scalar update after it would stall on store forwarding).
+                bf = <floating>(w * eps_c)
+                y = a.labels[i]
+                cy = <floating>(w * kappa[y] * keep_y)
+                if bf == 0 and C >= CE_FLAT_BELOW:
+                    # Fast path (no smoothing, long row): only the label's c_j is nonzero,
+                    # so the loop is a scale and the label's term one scalar update.
+                    for j in range(C):
+                        z[j] = z[j] * af
+                    z[y] -= cy
+                else:
+                    for j in range(C):
+                        z[j] = z[j] * af - bf * kappa[j] - (cy if j == y else 0)
+            else:
+                t = target + i * C
+                for j in range(C):
+                    z[j] = z[j] * af - <floating>(w * coefficient(a, kappa[j], t[j]))
+
+    if Mode is WithGrad:
+        if a.stream:
+            stream_copy(grad + r0 * C, buf, R * C)
+
+    if loss_out != NULL:
+        for r in range(R):
+            loss_out[r0 + r] = <floating>lrow[r]
+    return lane_sum(lrow, R)
+
+
+cdef inline double ce_probabilities_block(
+    const CEParams* a, const Target* target_kind, const Mode* mode,
+    Py_ssize_t r0, Py_ssize_t r1,
+    const floating* pred, const floating* target, const floating* kappa,
+    floating* grad, floating* loss_out,
+    floating* scratch, double* tmp, double* rows, char* bad,
+) noexcept nogil:
+    """Σ of the weighted losses of rows [r0, r1) from probabilities (module docstring).
+
+    Same buffers as :func:`ce_logits_block` (``scratch`` unused). ``grad`` may be ``pred``:
+    a row's x is read by the first two loops and overwritten only by the last one.
+    """
+    cdef Py_ssize_t C = a.C, R = r1 - r0, r, j, i
+    cdef double* clog = tmp          # c_j·log q̂_j, then g_j·q_j
+    cdef double* g = tmp + C         # g_j
+    cdef double* lrow = rows
+    cdef const floating* x
+    cdef const floating* t
+    cdef floating* out
+    cdef long long y = 0
+    cdef double S, q, qh, c, gq, w, f
+
+    for r in range(R):
+        i = r0 + r
+        x = pred + i * C
+        w = 1 if a.weight == NULL else a.weight[i]
+        if Target is Sparse:
+            y = a.labels[i]
+            if skipped(a, i, bad):
+                lrow[r] = 0
+                if Mode is WithGrad:
+                    out = grad + i * C
+                    for j in range(C):
+                        out[j] = 0
+                continue
+        else:
+            t = target + i * C
+        S = lane_sum(x, C)
+        for j in range(C):
+            q = x[j] / S
+            qh = a.lo if q < a.lo else (a.hi if q > a.hi else q)
+            if Target is Sparse:
+                c = coefficient(a, kappa[j], 1.0 if j == y else 0.0)
+            else:
+                c = coefficient(a, kappa[j], t[j])
+            clog[j] = c * fl_log(qh)
+            g[j] = 0 if (q < a.lo or q > a.hi) else -c / qh
+        lrow[r] = -w * lane_sum(clog, C)
+        if Mode is WithGrad:
+            for j in range(C):
+                clog[j] = g[j] * (x[j] / S)
+            gq = lane_sum(clog, C)
+            f = a.scale * w / S
+            out = grad + i * C
+            for j in range(C):
+                out[j] = <floating>(f * (g[j] - gq))
+
+    if loss_out != NULL:
+        for r in range(R):
+            loss_out[r0 + r] = <floating>lrow[r]
+    return lane_sum(lrow, R)

@@ -1,0 +1,453 @@
+/* Branch-free, vectorisable exp, log and log1p for float and double, and the lane-wise
+ * reductions the Cython kernels use.
+ *
+ * Why this file exists: the kernels are built without -ffast-math (it would delete NaN
+ * checks and switch on flush-to-zero for the whole process), and without it GCC neither
+ * vectorises calls to libm's expf/logf nor reorders a floating-point sum. So
+ *
+ *   - exp/log/log1p are written here as straight-line code (selects instead of branches,
+ *     integer tricks instead of frexp/ldexp), which GCC inlines into the kernels' loops and
+ *     vectorises with whatever vector ISA the translation unit is compiled for;
+ *   - sums are lane-wise: FL_LANES independent partial sums, each over a fixed subset of the
+ *     elements, combined in a fixed order at the end. The order of every addition is fixed by
+ *     this source, not by the compiler or the vector width, so a sum is bitwise the same in
+ *     the baseline, AVX2 and AVX-512 builds and for every thread count.
+ *
+ * Algorithms (range reduction + polynomial, as in Cephes and FreeBSD/musl libm):
+ *   exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n*ln2 (Cody-Waite: ln2 split in two
+ *            so n*LN2_HI is exact), |r| <= ln2/2; exp(r) by a degree-7 (float, Cephes expf)
+ *            or degree-13 (double, Taylor; truncation < 5e-18) polynomial. 2^n is applied as
+ *            two factors 2^(n/2) * 2^(n - n/2) built from exponent bits, so results that
+ *            overflow become +inf and subnormal results are rounded once, correctly.
+ *            x is first clamped to [XMIN, XMAX], beyond which the result is 0 or +inf; the
+ *            clamp keeps NaN (comparisons with NaN are false) and NaN propagates through r.
+ *   log(x) = k*ln2 + log(m), x = 2^k * m, m in [sqrt(2)/2, sqrt(2)); log(m) = log(1+f) via
+ *            s = f/(2+f) and the FreeBSD/musl polynomial in s^2 (4 terms float, 7 double).
+ *            Subnormal x are first scaled by 2^25 (float) / 2^54 (double).
+ *   log1p(x) = log(u) + c/u with u = 1 + x rounded and c = the rounding error of u
+ *            (musl's log1p), which keeps full precision for tiny x.
+ *   Special values (0, negative, +-inf, NaN) are fixed up by selects at the end.
+ *   The kernels use cheaper variants where the argument's range is known: exp of x <= 0
+ *   (softmax, softplus) and log1p(e) with 1/(1+e) for e in [0, 1] (softplus, sigmoid).
+ *
+ * Measured maximum errors (all < 1.1 ulp, the softplus pieces < 2 ulp) are tabulated in the
+ * docstring of fastloss.backends.cython; tests/backends/test_cython_kernels.py checks them.
+ */
+#ifndef FASTLOSS_FASTMATH_H
+#define FASTLOSS_FASTMATH_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+#define FL_INLINE static inline __attribute__((always_inline))
+#else
+#define FL_INLINE static inline
+#endif
+
+/* ---- bit casts (memcpy compiles to a register move and vectorises) ---- */
+FL_INLINE float fl_asfloat(uint32_t i) { float f; memcpy(&f, &i, sizeof f); return f; }
+FL_INLINE uint32_t fl_asuint(float f) { uint32_t i; memcpy(&i, &f, sizeof i); return i; }
+FL_INLINE double fl_asdouble(uint64_t i) { double f; memcpy(&f, &i, sizeof f); return f; }
+FL_INLINE uint64_t fl_asuint64(double f) { uint64_t i; memcpy(&i, &f, sizeof i); return i; }
+
+/* ======================================================================================= */
+/* exp                                                                                      */
+/* ======================================================================================= */
+
+FL_INLINE float fl_expf(float x)
+{
+    /* exp(88.8) > FLT_MAX and exp(-104) < FLT_TRUE_MIN/2: the clamp changes no result. */
+    float xc = x > 88.8f ? 88.8f : x;
+    xc = xc < -104.0f ? -104.0f : xc;
+    /* n = round(x/ln2): adding 1.5*2^23 rounds to an integer held in the low mantissa bits. */
+    const float shifter = 12582912.0f;
+    float t = xc * 1.44269504088896341f + shifter;
+    float n = t - shifter;
+    int32_t ni = (int32_t)(fl_asuint(t) - fl_asuint(shifter));
+    float r = xc - n * 0.693359375f;          /* exact: n*LN2_HI has <= 17 bits */
+    r = r - n * (-2.12194440e-4f);
+    /* Cephes expf: exp(r) = 1 + r + r^2 * P(r), relative error < 1 ulp on |r| <= ln2/2. */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    /* 2^n = 2^n1 * 2^n2 with n1, n2 in [-75, 64]: both factors are normal floats. */
+    int32_t n1 = ni >> 1;
+    int32_t n2 = ni - n1;
+    float s1 = fl_asfloat((uint32_t)(n1 + 127) << 23);
+    float s2 = fl_asfloat((uint32_t)(n2 + 127) << 23);
+    return p * s1 * s2;
+}
+
+FL_INLINE double fl_exp(double x)
+{
+    /* exp(710) > DBL_MAX and exp(-746) < DBL_TRUE_MIN/2. */
+    double xc = x > 710.0 ? 710.0 : x;
+    xc = xc < -746.0 ? -746.0 : xc;
+    const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
+    double t = xc * 1.4426950408889634074 + shifter;
+    double n = t - shifter;
+    /* r = x - n*ln2, Cody-Waite split (Cephes): n*LN2_HI exact for |n| < 2^11. */
+    double r = xc - n * 6.93145751953125e-1;
+    r = r - n * 1.42860682030941723212e-6;
+    /* Taylor series to degree 13: truncation error < 5e-18 on |r| <= ln2/2. */
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * (r * r) + r + 1.0;
+    /* 2^n = 2^n1 * 2^n2; n1 = round(n/2) computed with the shifter again, because SSE2 and
+     * AVX2 have no 64-bit arithmetic shift; n1, n2 in [-539, 513] are normal exponents. */
+    double t1 = n * 0.5 + shifter;
+    double n1 = t1 - shifter;
+    double t2 = (n - n1) + shifter;
+    double s1 = fl_asdouble((fl_asuint64(t1) - fl_asuint64(shifter) + 1023u) << 52);
+    double s2 = fl_asdouble((fl_asuint64(t2) - fl_asuint64(shifter) + 1023u) << 52);
+    return p * s1 * s2;
+}
+
+/* exp(x) for x <= 0 (or NaN), what every kernel needs (softmax: x - max(x); softplus and
+ * sigmoid: -|x|). Same polynomial; with n <= 0 the scaling needs one exponent-bits factor
+ * 2^(n+64) (normal for n >= -150) and a constant 2^-64, which rounds a subnormal result
+ * once: 4 vector operations instead of 9, and no upper clamp. For x > 0 the result is
+ * unspecified. */
+FL_INLINE float fl_expf_nonpos(float x)
+{
+    float xc = x < -104.0f ? -104.0f : x;
+    const float shifter = 12582912.0f;
+    float t = xc * 1.44269504088896341f + shifter;
+    float n = t - shifter;
+    int32_t ni = (int32_t)(fl_asuint(t) - fl_asuint(shifter));
+    float r = xc - n * 0.693359375f;
+    r = r - n * (-2.12194440e-4f);
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    return p * fl_asfloat((uint32_t)(ni + (127 + 64)) << 23) * 5.42101086e-20f; /* 2^-64 */
+}
+
+FL_INLINE double fl_exp_nonpos(double x)
+{
+    double xc = x < -746.0 ? -746.0 : x;
+    const double shifter = 6755399441055744.0;
+    double t = xc * 1.4426950408889634074 + shifter;
+    double n = t - shifter;
+    double r = xc - n * 6.93145751953125e-1;
+    r = r - n * 1.42860682030941723212e-6;
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * (r * r) + r + 1.0;
+    /* n in [-1076, 0]: 2^(n+600) is normal; times the constant 2^-600. */
+    double s = fl_asdouble((fl_asuint64(t) - fl_asuint64(shifter) + (1023u + 600u)) << 52);
+    return p * s * 2.4099198651028841e-181; /* 2^-600 */
+}
+
+/* ======================================================================================= */
+/* log and log1p                                                                            */
+/* ======================================================================================= */
+
+/* log(u) + c for a finite u > 0 whose exponent field is exact (normal), with k_adjust added
+ * to the binary exponent (for prescaled subnormals). musl/FreeBSD logf, error < 1 ulp. */
+FL_INLINE float fl__logf_core(float u, float k_adjust, float c)
+{
+    uint32_t iu = fl_asuint(u) + (0x3f800000u - 0x3f3504f3u);
+    float k = (float)((int32_t)(iu >> 23) - 127) + k_adjust;
+    iu = (iu & 0x007fffffu) + 0x3f3504f3u;
+    float f = fl_asfloat(iu) - 1.0f;
+    float s = f / (2.0f + f);
+    float z = s * s;
+    float w = z * z;
+    float t1 = w * (0.40000972152f + w * 0.24279078841f);
+    float t2 = z * (0.66666662693f + w * 0.28498786688f);
+    float R = t2 + t1;
+    float hfsq = 0.5f * f * f;
+    return s * (hfsq + R) + (k * 9.0580006145e-6f + c) - hfsq + f + k * 6.9313812256e-1f;
+}
+
+FL_INLINE double fl__log_core(double u, double k_adjust, double c)
+{
+    uint64_t iu = fl_asuint64(u) + (0x3ff0000000000000ull - 0x3fe6a09e667f3bcdull);
+    /* (iu >> 52) - 1023 as a double without int64->double (not in SSE2/AVX2): put the small
+     * integer into the mantissa of 2^52 and subtract. */
+    double k = fl_asdouble((iu >> 52) | 0x4330000000000000ull) - 4503599627371519.0 + k_adjust;
+    iu = (iu & 0x000fffffffffffffull) + 0x3fe6a09e667f3bcdull;
+    double f = fl_asdouble(iu) - 1.0;
+    double hfsq = 0.5 * f * f;
+    double s = f / (2.0 + f);
+    double z = s * s;
+    double w = z * z;
+    double t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
+    double t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01
+                + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+    double R = t2 + t1;
+    return s * (hfsq + R) + (k * 1.90821492927058770002e-10 + c) - hfsq + f
+           + k * 6.93147180369123816490e-01;
+}
+
+FL_INLINE float fl_logf(float x)
+{
+    int sub = x < 1.17549435e-38f; /* subnormal (or <= 0: fixed up below) */
+    float r = fl__logf_core(sub ? x * 33554432.0f : x, sub ? -25.0f : 0.0f, 0.0f);
+    r = x < 0.0f ? NAN : r;
+    r = x == 0.0f ? -INFINITY : r;
+    r = x == INFINITY ? INFINITY : r;
+    return x != x ? x : r;
+}
+
+FL_INLINE double fl_log(double x)
+{
+    int sub = x < 2.2250738585072014e-308;
+    double r = fl__log_core(sub ? x * 18014398509481984.0 : x, sub ? -54.0 : 0.0, 0.0);
+    r = x < 0.0 ? NAN : r;
+    r = x == 0.0 ? -INFINITY : r;
+    r = x == INFINITY ? INFINITY : r;
+    return x != x ? x : r;
+}
+
+FL_INLINE float fl_log1pf(float x)
+{
+    /* u = 1 + x is 0 or >= 2^-24 for x >= -1, never subnormal. c = (1 + x) - u exactly,
+     * divided by u: log(1 + x) = log(u) + c/u to first order. For u >= 2^25, c/u is below
+     * an ulp of the result and the formula for c is not exact any more: use 0. */
+    float u = 1.0f + x;
+    float c = u >= 2.0f ? 1.0f - (u - x) : x - (u - 1.0f);
+    c = u >= 33554432.0f ? 0.0f : c / u; /* (NaN x: NaN c, which propagates) */
+    float r = fl__logf_core(u, 0.0f, c);
+    /* a NaN x propagates through c */
+    r = x < -1.0f ? NAN : r;
+    r = x == -1.0f ? -INFINITY : r;
+    return x == INFINITY ? INFINITY : r;
+}
+
+FL_INLINE double fl_log1p(double x)
+{
+    double u = 1.0 + x;
+    double c = u >= 2.0 ? 1.0 - (u - x) : x - (u - 1.0);
+    c = u >= 18014398509481984.0 ? 0.0 : c / u;
+    double r = fl__log_core(u, 0.0, c);
+    r = x < -1.0 ? NAN : r;
+    r = x == -1.0 ? -INFINITY : r;
+    return x == INFINITY ? INFINITY : r;
+}
+
+/* log1p(e) and 1/(1+e) for e in [0, 1] (or NaN): the pieces of softplus and sigmoid of a
+ * logit x, with e = exp(-|x|), in two divisions instead of three and without the exponent
+ * reduction of a general log.
+ *
+ * float: log1p(e) = 2 atanh(s) = 2s (1 + s^2/3 + s^4/5 + ...), s = e/(2+e) in [0, 1/3], the
+ * series cut after s^12/13 (truncation < 2e-8 relative).
+ * double: fl_log1p's algorithm, its division by u = 1 + e shared with 1/(1+e). */
+FL_INLINE float fl_log1p_unitf(float e, float *inv)
+{
+    *inv = 1.0f / (1.0f + e);
+    float s = e / (2.0f + e);
+    float z = s * s;
+    float p = 1.0f / 13.0f;
+    p = p * z + 1.0f / 11.0f;
+    p = p * z + 1.0f / 9.0f;
+    p = p * z + 1.0f / 7.0f;
+    p = p * z + 1.0f / 5.0f;
+    p = p * z + 1.0f / 3.0f;
+    return 2.0f * s + 2.0f * s * (z * p);
+}
+
+FL_INLINE double fl_log1p_unit(double e, double *inv)
+{
+    double u = 1.0 + e;
+    double rcp = 1.0 / u;
+    *inv = rcp;
+    return fl__log_core(u, 0.0, (e - (u - 1.0)) * rcp);
+}
+
+/* ======================================================================================= */
+/* Lane-wise reductions                                                                     */
+/* ======================================================================================= */
+
+/* Element i goes to partial sum i % FL_LANES of its 16-element group (the tail continues the
+ * pattern); the partial sums are combined by a fixed pairwise tree. Every addition happens
+ * in an order fixed here, and the lanes are independent, so GCC vectorises the loop without
+ * reassociating anything (no -ffast-math needed) and the result does not depend on the
+ * vector width or on the alignment of x. Fewer than FL_LANES elements (a short row) are
+ * added in two interleaved chains: the order still depends on n only. */
+#define FL_LANES 16
+
+#define FL_DEFINE_SUM(NAME, T)                                                              \
+    FL_INLINE double NAME(const T *x, ptrdiff_t n)                                          \
+    {                                                                                      \
+        if (n < FL_LANES) { /* short rows (small C): two chains, no lane set-up */        \
+            double s0 = 0, s1 = 0;                                                         \
+            ptrdiff_t i = 0;                                                               \
+            for (; i + 2 <= n; i += 2) {                                                   \
+                s0 += (double)x[i];                                                        \
+                s1 += (double)x[i + 1];                                                    \
+            }                                                                              \
+            if (i < n)                                                                     \
+                s0 += (double)x[i];                                                        \
+            return s0 + s1;                                                                \
+        }                                                                                  \
+        double acc[FL_LANES] = {0};                                                        \
+        ptrdiff_t i = 0;                                                                   \
+        for (; i + FL_LANES <= n; i += FL_LANES)                                           \
+            for (int k = 0; k < FL_LANES; k++)                                             \
+                acc[k] += (double)x[i + k];                                                \
+        for (int k = 0; i < n; i++, k++)                                                   \
+            acc[k] += (double)x[i];                                                        \
+        for (int w = FL_LANES / 2; w > 0; w /= 2)                                          \
+            for (int k = 0; k < w; k++)                                                    \
+                acc[k] += acc[k + w];                                                      \
+        return acc[0];                                                                     \
+    }
+FL_DEFINE_SUM(fl_sum_f32, float)
+FL_DEFINE_SUM(fl_sum_f64, double)
+
+/* Maximum of x (-inf for n == 0). A max does not depend on the order of evaluation, so an
+ * OpenMP simd reduction (vmaxps, lanes combined by the compiler) is deterministic; with a
+ * NaN among x the result is NaN or the max of the others, depending on where the NaN sits.
+ * The kernels do not care: a NaN in a row makes its softmax NaN through exp(x - m) either
+ * way. (The lane-array formulation used for the sums is not vectorised by GCC 12 for max.) */
+#define FL_DEFINE_MAX(NAME, T)                                                              \
+    FL_INLINE T NAME(const T *x, ptrdiff_t n)                                               \
+    {                                                                                      \
+        if (n < 64) { /* short rows (small C) */                                          \
+            T m = -INFINITY;                                                               \
+            for (ptrdiff_t i = 0; i < n; i++)                                              \
+                m = x[i] > m ? x[i] : m;                                                   \
+            return m;                                                                      \
+        }                                                                                  \
+        /* four quarters, four independent vector chains (vmaxps latency) */             \
+        ptrdiff_t q = n / 4;                                                               \
+        const T *x1 = x + q, *x2 = x + 2 * q, *x3 = x + 3 * q;                             \
+        T m0 = -INFINITY, m1 = -INFINITY, m2 = -INFINITY, m3 = -INFINITY;                  \
+        _Pragma("omp simd reduction(max:m0, m1, m2, m3)")                                  \
+        for (ptrdiff_t i = 0; i < q; i++) {                                                \
+            m0 = x[i] > m0 ? x[i] : m0;                                                    \
+            m1 = x1[i] > m1 ? x1[i] : m1;                                                  \
+            m2 = x2[i] > m2 ? x2[i] : m2;                                                  \
+            m3 = x3[i] > m3 ? x3[i] : m3;                                                  \
+        }                                                                                  \
+        for (ptrdiff_t i = 4 * q; i < n; i++)                                              \
+            m0 = x[i] > m0 ? x[i] : m0;                                                    \
+        m0 = m1 > m0 ? m1 : m0;                                                            \
+        m2 = m3 > m2 ? m3 : m2;                                                            \
+        return m2 > m0 ? m2 : m0;                                                          \
+    }
+FL_DEFINE_MAX(fl_max_f32, float)
+FL_DEFINE_MAX(fl_max_f64, double)
+
+/* Software prefetch of the cache lines of [p, p + bytes) into all cache levels, for
+ * reading or (write = 1) for writing (PREFETCHW where the CPU has it). */
+FL_INLINE void fl_prefetch(const void *p, ptrdiff_t bytes, int write)
+{
+#if defined(__GNUC__)
+    const char *c = (const char *)p;
+    if (write)
+        for (ptrdiff_t i = 0; i < bytes; i += 64)
+            __builtin_prefetch(c + i, 1, 3);
+    else
+        for (ptrdiff_t i = 0; i < bytes; i += 64)
+            __builtin_prefetch(c + i, 0, 3);
+#endif
+}
+
+/* Copy n values to dst with non-temporal (streaming) stores where the ISA has them: the
+ * destination's cache lines are written without being read first (no read-for-ownership),
+ * which for an output far larger than the caches saves a third of the memory traffic.
+ * Call fl_sfence() before the data is used by another thread. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define FL_STREAM_BYTES 64
+#define FL_STREAM_PS(p, v) _mm512_stream_ps((p), _mm512_loadu_ps(v))
+#define FL_STREAM_PD(p, v) _mm512_stream_pd((p), _mm512_loadu_pd(v))
+#elif defined(__AVX__)
+#include <immintrin.h>
+#define FL_STREAM_BYTES 32
+#define FL_STREAM_PS(p, v) _mm256_stream_ps((p), _mm256_loadu_ps(v))
+#define FL_STREAM_PD(p, v) _mm256_stream_pd((p), _mm256_loadu_pd(v))
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+#define FL_STREAM_BYTES 16
+#define FL_STREAM_PS(p, v) _mm_stream_ps((p), _mm_loadu_ps(v))
+#define FL_STREAM_PD(p, v) _mm_stream_pd((p), _mm_loadu_pd(v))
+#endif
+
+#define FL_DEFINE_STREAM(NAME, T, STREAM)                                                   \
+    FL_INLINE void NAME(T *dst, const T *src, ptrdiff_t n)                                  \
+    {                                                                                      \
+        ptrdiff_t i = 0;                                                                   \
+        const ptrdiff_t w = FL_STREAM_BYTES / (ptrdiff_t)sizeof(T);                        \
+        for (; i < n && ((uintptr_t)(dst + i) % FL_STREAM_BYTES) != 0; i++)                 \
+            dst[i] = src[i];                                                               \
+        for (; i + w <= n; i += w)                                                         \
+            STREAM(dst + i, src + i);                                                      \
+        for (; i < n; i++)                                                                 \
+            dst[i] = src[i];                                                               \
+    }
+#if defined(FL_STREAM_BYTES)
+FL_DEFINE_STREAM(fl_stream_f32, float, FL_STREAM_PS)
+FL_DEFINE_STREAM(fl_stream_f64, double, FL_STREAM_PD)
+FL_INLINE void fl_sfence(void) { _mm_sfence(); }
+#else
+FL_INLINE void fl_stream_f32(float *dst, const float *src, ptrdiff_t n) { memcpy(dst, src, n * sizeof *dst); }
+FL_INLINE void fl_stream_f64(double *dst, const double *src, ptrdiff_t n) { memcpy(dst, src, n * sizeof *dst); }
+FL_INLINE void fl_sfence(void) {}
+#endif
+
+/* ======================================================================================= */
+/* CPU and floating-point environment                                                      */
+/* ======================================================================================= */
+
+/* Which instruction-set build the CPU (and OS, for the AVX register state) can run:
+ * 0 = baseline x86-64 / other architectures, 1 = AVX2 + FMA, 2 = AVX-512 F/DQ/VL/BW. */
+static int fl_cpu_level(void)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+        return 0;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw"))
+        return 2;
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* The SSE control/status register (flush-to-zero is bit 15, denormals-are-zero bit 6), or
+ * -1 where there is none; the tests check that importing the extension leaves it alone. */
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+static long fl_mxcsr(void) { return (long)_mm_getcsr(); }
+#else
+static long fl_mxcsr(void) { return -1; }
+#endif
+
+#endif /* FASTLOSS_FASTMATH_H */

@@ -1,0 +1,90 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""Cython declarations of the C helpers in ``_fastmath.h`` (see that file for the algorithms)."""
+
+cdef extern from "_fastmath.h" nogil:
+    float fl_expf(float x)
+    double fl_exp(double x)
+    float fl_expf_nonpos(float x)
+    double fl_exp_nonpos(double x)
+    float fl_logf(float x)
+    double fl_log(double x)
+    float fl_log1pf(float x)
+    double fl_log1p(double x)
+    float fl_log1p_unitf(float e, float* inv)
+    double fl_log1p_unit(double e, double* inv)
+    double fl_sum_f32(const float* x, Py_ssize_t n)
+    double fl_sum_f64(const double* x, Py_ssize_t n)
+    float fl_max_f32(const float* x, Py_ssize_t n)
+    double fl_max_f64(const double* x, Py_ssize_t n)
+    void fl_prefetch(const void* p, Py_ssize_t nbytes, int write)
+    void fl_stream_f32(float* dst, const float* src, Py_ssize_t n)
+    void fl_stream_f64(double* dst, const double* src, Py_ssize_t n)
+    void fl_sfence()
+    int fl_cpu_level()
+    long fl_mxcsr()
+
+
+# Fused front ends: the precision of the math follows the input dtype.
+from cython cimport floating
+
+
+cdef inline floating exp_(floating x) noexcept nogil:
+    if floating is float:
+        return fl_expf(x)
+    else:
+        return fl_exp(x)
+
+
+cdef inline floating exp_nonpos(floating x) noexcept nogil:
+    """exp(x) for x ≤ 0 or NaN (cheaper; unspecified for x > 0)."""
+    if floating is float:
+        return fl_expf_nonpos(x)
+    else:
+        return fl_exp_nonpos(x)
+
+
+cdef inline floating log_(floating x) noexcept nogil:
+    if floating is float:
+        return fl_logf(x)
+    else:
+        return fl_log(x)
+
+
+cdef inline floating log1p_(floating x) noexcept nogil:
+    if floating is float:
+        return fl_log1pf(x)
+    else:
+        return fl_log1p(x)
+
+
+cdef inline floating log1p_unit(floating e, floating* inv) noexcept nogil:
+    """log1p(e) for e in [0, 1] (or NaN), and 1/(1+e) into inv[0], with one division."""
+    if floating is float:
+        return fl_log1p_unitf(e, inv)
+    else:
+        return fl_log1p_unit(e, inv)
+
+
+cdef inline double lane_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    """Σ x in float64, lane-wise (the order is fixed by the code: see _fastmath.h)."""
+    if floating is float:
+        return fl_sum_f32(x, n)
+    else:
+        return fl_sum_f64(x, n)
+
+
+cdef inline void stream_copy(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
+    """dst[:n] = src[:n] with non-temporal stores (see fl_stream_f32); needs fl_sfence()."""
+    if floating is float:
+        fl_stream_f32(dst, src, n)
+    else:
+        fl_stream_f64(dst, src, n)
+
+
+cdef inline floating lane_max(const floating* x, Py_ssize_t n) noexcept nogil:
+    """max x; -inf when empty; NaN or the max of the rest when x holds a NaN."""
+    if floating is float:
+        return fl_max_f32(x, n)
+    else:
+        return fl_max_f64(x, n)

@@ -159,12 +159,21 @@ class Loss:
             return float(plan.count)
         return 1.0
 
+    def _fast_plan(self, y_true: Any, y_pred: Any, sample_weight: Any, out: Any) -> _Plan | None:
+        """The plan of a call that is already canonical, made with a few cheap checks, or None
+        to take the general path (which validates everything and words every error)."""
+        return None
+
     def _evaluate(self, y_true, y_pred, sample_weight, out, *, want_grad, want_value=True):
         backend = resolve_backend(self.backend)
-        pred = v.as_prediction(y_pred)
-        if out is not None:
-            out = v.check_out(out, pred.shape, pred.dtype, pred, (y_true, sample_weight))
-        plan = self._plan(y_true, pred, sample_weight)
+        plan = self._fast_plan(y_true, y_pred, sample_weight, out)
+        if plan is None:
+            pred = v.as_prediction(y_pred)
+            if out is not None:
+                out = v.check_out(out, pred.shape, pred.dtype, pred, (y_true, sample_weight))
+            plan = self._plan(y_true, pred, sample_weight)
+        else:
+            pred = plan.pred
         job = plan.job
         norm = self._normaliser(plan)
         none = self.reduction == "none"
@@ -197,15 +206,15 @@ class Loss:
             return None
         pred = plan.pred
         if plan.axis is None or plan.axis == pred.ndim - 1:
-            result = grad.reshape(pred.shape)
-        else:
-            moved = np.moveaxis(pred, plan.axis, -1).shape
-            result = np.moveaxis(grad.reshape(moved), -1, plan.axis)
             if out is not None:
-                out[...] = result
                 return out
-            return np.ascontiguousarray(result)
-        return out if out is not None else result
+            return grad if grad.shape == pred.shape else grad.reshape(pred.shape)
+        moved = np.moveaxis(pred, plan.axis, -1).shape
+        result = np.moveaxis(grad.reshape(moved), -1, plan.axis)
+        if out is not None:
+            out[...] = result
+            return out
+        return np.ascontiguousarray(result)
 
     # ------------------------------------------------------------------ niceties
 
@@ -429,9 +438,7 @@ class _CrossEntropyLoss(Loss):
             raise ValueError(f"y_pred has no classes along axis {self.axis} (shape {pred.shape})")
         v.check_class_weight(self.class_weight, n_classes)
         last = axis == pred.ndim - 1
-        rows = v.canonical(pred if last else np.moveaxis(pred, axis, -1)).reshape(
-            n, n_classes
-        )
+        rows = v.canonical(pred if last else np.moveaxis(pred, axis, -1)).reshape(n, n_classes)
         weight = v.broadcast_weight(sample_weight, sample_shape, "per-sample loss")
         lo, hi = v.clip_bounds(pred.dtype, self.eps)
         job = CrossEntropyJob(
@@ -488,12 +495,16 @@ class CategoricalCrossEntropy(_CrossEntropyLoss):
 
     def _targets(self, job, y_true, pred, axis, sample_shape, last):
         target = v.as_target(y_true, pred.dtype, pred.shape)
-        job.target = v.canonical(
-            target if last else np.moveaxis(target, axis, -1)
-        ).reshape(job.pred.shape)
+        job.target = v.canonical(target if last else np.moveaxis(target, axis, -1)).reshape(
+            job.pred.shape
+        )
         n = job.pred.shape[0]
         weight_sum = float(n) if job.weight is None else float(np.sum(job.weight))
         return weight_sum, n
+
+
+# Native-byte-order builtin dtypes are singletons, so ``is`` is an exact (and cheap) test.
+_F32, _F64, _I64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)
 
 
 class SparseCategoricalCrossEntropy(_CrossEntropyLoss):
@@ -543,6 +554,46 @@ class SparseCategoricalCrossEntropy(_CrossEntropyLoss):
             **kwargs,
         )
         self.ignore_index = v.check_ignore_index(ignore_index)
+
+    def _fast_plan(self, y_true, y_pred, sample_weight, out):
+        # The training-loop call: (n, C) float logits or probabilities, int64 labels, no
+        # weights, nothing ignored, the result into a new array or over y_pred. Each check
+        # below is one the general path makes too; anything unusual goes there.
+        if (
+            sample_weight is not None
+            or self.class_weight is not None
+            or self.ignore_index is not None
+            or type(y_pred) is not np.ndarray
+            or type(y_true) is not np.ndarray
+            or y_pred.ndim != 2
+            or y_true.ndim != 1
+            or (y_pred.dtype is not _F32 and y_pred.dtype is not _F64)
+            or y_true.dtype is not _I64
+            or self.axis not in (-1, 1)
+            or (out is not None and (out is not y_pred or not y_pred.flags.writeable))
+        ):
+            return None
+        n, c = y_pred.shape
+        if y_true.shape[0] != n or c == 0 or n == 0:
+            return None
+        pf, lf = y_pred.flags, y_true.flags
+        if not (pf.c_contiguous and pf.aligned and lf.c_contiguous and lf.aligned):
+            return None
+        # One reduction checks 0 <= label < C: negative labels are huge as uint64. (A kernel
+        # cannot be left to check: with nothing ignored, its ignore_index is a sentinel that
+        # an unchecked label could equal.)
+        if y_true.view(np.uint64).max() >= c:
+            return None
+        lo, hi = v.clip_bounds(y_pred.dtype, self.eps)
+        job = CrossEntropyJob(
+            from_logits=self.from_logits,
+            pred=y_pred,
+            labels=y_true,
+            smoothing=self.label_smoothing,
+            clip_lo=lo,
+            clip_hi=hi,
+        )
+        return _Plan(job=job, pred=y_pred, loss_shape=(n,), weight_sum=float(n), count=n, axis=1)
 
     def _targets(self, job, y_true, pred, axis, sample_shape, last):
         n_classes = job.pred.shape[1]

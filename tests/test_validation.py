@@ -216,3 +216,20 @@ def test_unknown_backend_from_environment(monkeypatch):
     monkeypatch.setenv("FASTLOSS_BACKEND", "tpu")
     with pytest.raises(ValueError, match="FASTLOSS_BACKEND.*'numpy'.*'tpu'"):
         fastloss.mse([0.0], [1.0])
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["new-gradient", "in-place"])
+@pytest.mark.parametrize("bad_label", [10, -1])
+def test_bad_labels_in_the_training_loop_call(backend, in_place, bad_label):
+    """The common (n, C) float32 + int64-labels call takes a shortcut through validation;
+    its errors must be the same, and an in-place call must leave y_pred untouched."""
+    x = np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32)
+    y = np.arange(64, dtype=np.int64) % 10
+    y[37] = bad_label
+    before = _frozen(x, y)
+    loss = fastloss.SparseCategoricalCrossEntropy(from_logits=True, backend=backend)
+    with pytest.raises(ValueError, match=rf"label {bad_label} at index \(37,\).*\[0, 10\)"):
+        loss.value_and_grad(y, x, out=x if in_place else None)
+    with pytest.raises(ValueError, match=rf"label {bad_label} at index \(37,\)"):
+        loss(y, x)
+    _unchanged(before, x, y)

@@ -32,6 +32,11 @@ def default_n_threads() -> int:
     return max(n, 1)
 
 
+#: More threads than this are never started (results do not depend on the count anyway).
+MAX_THREADS = 1024
+
+
 def resolve_n_threads(n_threads: int | None) -> int:
-    """``n_threads`` if given (already validated ≥ 1), else :func:`default_n_threads`."""
-    return default_n_threads() if n_threads is None else n_threads
+    """``n_threads`` if given (already validated ≥ 1, at most :data:`MAX_THREADS`), else
+    :func:`default_n_threads`."""
+    return default_n_threads() if n_threads is None else min(n_threads, MAX_THREADS)

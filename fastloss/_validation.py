@@ -47,7 +47,10 @@ def check_float(value: object, name: str, low: float, high: float, *, closed_low
     """A real number in ``[low, high)`` (``closed_low``) or ``(low, high)``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # a Python int beyond the float range
+        v = float("inf") if value > 0 else float("-inf")
     inside = (low <= v if closed_low else low < v) and v < high
     if not inside:
         bracket = "[" if closed_low else "("
@@ -117,11 +120,9 @@ def canonical(arr: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndarr
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype a prediction is computed in: float32/float64 kept, float16 → float32,
-    other floats (long double) → float64, integers and bools → float64."""
-    if dtype == np.float32 or dtype == np.float64:
-        return dtype
-    if dtype == np.float16:
+    """The dtype a prediction is computed in: float32/float64 kept (in native byte order),
+    float16 → float32, other floats (long double) and integers and bools → float64."""
+    if dtype.kind == "f" and dtype.itemsize <= 4:
         return np.dtype(np.float32)
     return np.dtype(np.float64)
 
@@ -152,7 +153,10 @@ def as_labels(
     ignore_index: int | None,
 ) -> np.ndarray:
     """Integer labels shaped like the samples, range-checked, as flat C-ordered int64."""
-    arr = np.asarray(y_true)
+    try:
+        arr = np.asarray(y_true)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"y_true must be an integer array-like: {exc}") from None
     if arr.dtype.kind not in "iu":
         raise TypeError(
             f"y_true must hold integer class labels for sparse cross-entropy, got dtype "

@@ -570,7 +570,14 @@ class SparseCategoricalCrossEntropy(_CrossEntropyLoss):
             or (y_pred.dtype is not _F32 and y_pred.dtype is not _F64)
             or y_true.dtype is not _I64
             or self.axis not in (-1, 1)
-            or (out is not None and (out is not y_pred or not y_pred.flags.writeable))
+            or (
+                out is not None
+                and (
+                    out is not y_pred
+                    or not y_pred.flags.writeable
+                    or np.may_share_memory(y_true, y_pred)
+                )
+            )
         ):
             return None
         n, c = y_pred.shape

@@ -233,3 +233,27 @@ def test_bad_labels_in_the_training_loop_call(backend, in_place, bad_label):
     with pytest.raises(ValueError, match=rf"label {bad_label} at index \(37,\)"):
         loss(y, x)
     _unchanged(before, x, y)
+
+
+def test_review_findings_stay_fixed(backend):
+    # Non-native byte order keeps the (native) float32 dtype; float16 of either order → float32.
+    for dt in (">f4", ">f2", "<f2"):
+        grad = fastloss.MeanSquaredError(backend=backend).grad(np.zeros(2), np.ones(2, dt))
+        assert grad.dtype == np.float32, dt
+    # Labels that overlap y_pred may not be overwritten by an in-place gradient.
+    p = np.zeros((2, 2))
+    p.view(np.int64).reshape(-1)[1] = 1
+    labels = p.view(np.int64).reshape(-1)[:2]
+    before = labels.copy()
+    loss = fastloss.SparseCategoricalCrossEntropy(from_logits=True, backend=backend)
+    with pytest.raises(ValueError, match="out must not overlap y_true"):
+        loss.value_and_grad(labels, p, out=p)
+    np.testing.assert_array_equal(labels, before)
+    # Any n_threads >= 1 is allowed, however large.
+    assert fastloss.mse(np.zeros(10), np.ones(10), n_threads=2**63, backend=backend) == 1.0
+    with pytest.raises(TypeError, match="y_true must be an integer array-like"):
+        fastloss.sparse_categorical_cross_entropy([[0], [0, 1]], np.ones((2, 3)), backend=backend)
+    for option in ("delta", "label_smoothing", "eps"):
+        cls = fastloss.Huber if option == "delta" else fastloss.BinaryCrossEntropy
+        with pytest.raises(ValueError, match=option):
+            cls(**{option: 10**400})

@@ -1,0 +1,565 @@
+"""(Sparse) categorical cross-entropy, logits and probabilities, as one fused parallel kernel.
+
+Rows are split into fixed blocks of :func:`rows_per_block` rows (a function of ``C`` only),
+processed in parallel; each block's ``Σ w·l`` is summed row by row in float64 and the block
+sums are combined in block order, so the result is bitwise the same for every thread count.
+
+Row path. Everything happens while the row is in L1/L2 (read from memory once), in the
+input's float type (16 float32 lanes with 512-bit vectors); row scalars (``log s``, the
+loss, the gradient factors) are float64.
+
+logits
+    1. ``m = max_j x_j`` (``maxnum``; see below for NaN);
+    2. ``e_j = exp(x_j − m)``, ``s = Σ e_j`` and, unless the target is a plain one-hot,
+       ``W = Σ c_j`` and ``Σ c_j·z_j`` (a term with ``c_j = 0`` counts as 0), with the ``e_j``
+       kept in a per-thread scratch row;
+    3. ``l = W·log s − Σ c_j z_j``; the gradient ``scale·w·(W·e_j/s − c_j)`` is formed in the
+       scratch row and written out once (so an in-place call reads its row in 1–2 and writes
+       it in 3: no aliasing), with non-temporal stores into a large separate output.
+    For a one-hot target without smoothing the class loops carry no target work at all: the
+    label's coefficient is applied to its single entry.
+
+    NaN: ``maxnum`` skips a NaN entry, but that entry then gives ``z = NaN``, ``e = NaN`` and
+    ``s = NaN``, so the row's loss and whole gradient are NaN, as the contract requires. A row
+    whose maximum is ``+inf`` is rewritten (into the scratch row) as ``z_j = 0`` at the
+    ``+inf`` entries and ``−inf`` (or NaN) elsewhere and run through the same code with
+    ``m = 0``; it has no limit if it has several ``+inf`` (``s > 1``). A row whose maximum is
+    ``−inf`` (all ``−inf`` or NaN) has no limit either. Both give NaN.
+
+probabilities
+    1. ``S = Σ x_j``;  2. ``q_j = x_j / S``, ``q̂_j = clip(q_j, lo, hi)``, ``l = −Σ c_j·log q̂_j``,
+    ``g_j = −c_j/q̂_j`` (0 outside ``[lo, hi]``), ``Σ g_k q_k``;  3. gradient
+    ``scale·w·(g_j − Σ g_k q_k)/S``, formed in scratch and written out once.
+
+Small-C path (sparse logits without smoothing, ``C <`` :data:`SMALL_C`): see the comment
+above :func:`_one_hot_block_losses` — a block's rows are transposed into scratch so that each
+SIMD lane holds one row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import get_thread_id, njit, prange
+
+from .._jobs import CrossEntropyJob
+from ._intrinsics import (
+    HELPER_OPTIONS,
+    acc_add,
+    cast_like,
+    helper,
+    maxnum,
+    prefer_wide_vectors,
+    stream_copy,
+)
+from ._math import exp_nonpositive, log
+from ._runtime import CACHE, SOURCE_STAMP, _frozen, read_only, run, threads_for
+
+__all__ = ["KERNEL", "cross_entropy", "kernel_signatures", "rows_per_block"]
+
+#: Elements per block (rounded to whole rows): the unit of parallel work and of the
+#: deterministic reduction.
+BLOCK_ELEMS = 1 << 14
+#: Below this many classes, sparse logits without smoothing take the small-C path.
+SMALL_C = 64
+#: A gradient written into a separate output of at least this many bytes is streamed out
+#: with non-temporal stores (see :func:`._intrinsics.stream_copy`).
+STREAM_BYTES = 1 << 23
+
+# How the target coefficients c_j of a row are formed (a compile-time constant per loop):
+ONE_HOT = 0  # sparse label, no smoothing: c_j = 0 except the label's, applied separately
+SPARSE = 1  # sparse label with smoothing: c_j = label's coefficient at y, else κ_j·ε/C
+SOFT = 2  # soft target row t: c_j = (t_j(1 − ε) + ε/C)·κ_j
+
+# params tuple, in the input's float type: (1 − ε, ε/C, clip_lo, clip_hi)
+_OM, _EPSC, _LO, _HI = range(4)
+
+
+def rows_per_block(c: int) -> int:
+    """Rows in one block for ``C = c`` classes (at least 1)."""
+    return max(1, BLOCK_ELEMS // max(c, 1))
+
+
+@helper
+def _times(c, z):
+    """``c·z``, except that a zero coefficient gives 0 even when ``z`` is infinite."""
+    return cast_like(0.0, z) if c == 0 else c * z
+
+
+@helper
+def _coefficient(how, j, y, cy, kappa, trow, prm):
+    """Target coefficient ``c_j`` of class ``j`` (``how``: ONE_HOT, SPARSE or SOFT)."""
+    if how == SOFT:
+        return (trow[j] * prm[_OM] + prm[_EPSC]) * kappa[j]
+    if how == SPARSE:
+        return cy if j == y else prm[_EPSC] * kappa[j]
+    return cy if j == y else cast_like(0.0, cy)
+
+
+@helper
+def _row_max(x):
+    prefer_wide_vectors()
+    m = cast_like(-np.inf, x[0])
+    for j in range(x.size):
+        m = maxnum(m, x[j])
+    return m
+
+
+@helper
+def _row_sum(x):
+    prefer_wide_vectors()
+    s = cast_like(0.0, x[0])
+    for j in range(x.size):
+        s = acc_add(s, x[j])
+    return s
+
+
+@njit(inline="always", error_model="numpy")
+def _softmax_pass(x, m, e, how, y, cy, kappa, trow, prm):
+    """Pass 2 of a logits row: ``(s, W, Σ c_j z_j)`` with ``z_j = x_j − m``; stores ``e_j`` into
+    the scratch row ``e`` (also for a value-only call: one L1 store per element is cheaper
+    than compiling the loop twice). ``W`` and the sum are only formed for SPARSE and SOFT
+    (ONE_HOT: 0, the caller adds the label's term)."""
+    zero = cast_like(0.0, m)
+    s = zero
+    w_sum = zero
+    dot = zero
+    for j in range(x.size):
+        z = x[j] - m
+        ej = exp_nonpositive(z)
+        s = acc_add(s, ej)
+        e[j] = ej
+        if how != ONE_HOT:
+            c = _coefficient(how, j, y, cy, kappa, trow, prm)
+            w_sum = acc_add(w_sum, c)
+            dot = acc_add(dot, _times(c, z))
+    return s, w_sum, dot
+
+
+@njit(**HELPER_OPTIONS | {"forceinline": False})
+def _stream_out(g, buf):
+    """Stream a finished gradient row (or run of rows) from scratch into a large separate
+    output (see :func:`._intrinsics.stream_copy`). Not inlined: one compiled copy serves
+    all the row routines and the small-C path."""
+    stream_copy(g, buf)
+
+
+@njit(inline="always", error_model="numpy")
+def _softmax_grad_pass(g, e, e2, a, b, how, y, cy, kappa, trow, prm, stream):
+    """Pass 3 of a logits row: ``g_j = a·e_j − b·c_j`` (``a = scale·w·W/s``, ``b = scale·w``),
+    written once: straight into ``g``, or (``stream``) into the scratch row ``e2`` and then
+    streamed out."""
+    dst = e2 if stream else g
+    if how == ONE_HOT:
+        for j in range(e.size):
+            dst[j] = a * e[j]
+        dst[y] = dst[y] - b * cy
+    else:
+        for j in range(e.size):
+            dst[j] = a * e[j] - b * _coefficient(how, j, y, cy, kappa, trow, prm)
+    if stream:
+        _stream_out(g, dst)
+
+
+@helper
+def _fill(row, value):
+    for j in range(row.size):
+        row[j] = value
+
+
+@njit(inline="always", error_model="numpy")
+def _logits_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_grad, stream):
+    """``w·l`` of one logits row; writes ``scale·w·∂l/∂x`` into ``g`` if ``want_grad``. ``e`` is
+    a scratch row; ``x`` and ``g`` may be the same row (``g`` is written last, from ``e``)."""
+    one = cast_like(1.0, prm[_OM])
+    cy = cast_like(0.0, one)  # the label's coefficient (sparse targets)
+    if how != SOFT:
+        cy = (prm[_OM] + prm[_EPSC]) * kappa[y]
+    m = _row_max(x)
+    defined = m != -np.inf  # all entries −inf (or NaN): no limit
+    inf_row = m == np.inf
+    if inf_row:
+        # z_j = 0 at the +inf entries, −inf (NaN) elsewhere: rewrite the row so into the
+        # scratch row and continue with m = 0. Several +inf (s > 1) have no limit.
+        for j in range(x.size):
+            xj = x[j]
+            e[j] = cast_like(0.0, xj) if xj == m else xj - m
+        x = e
+        m = cast_like(0.0, m)
+    s = one
+    w_sum = cy
+    dot = cast_like(0.0, one)
+    if defined:
+        if how == ONE_HOT:
+            dot = _times(cy, x[y] - m)  # before pass 2 may overwrite x (= e for an inf row)
+        s, pass_w_sum, pass_dot = _softmax_pass(x, m, e, how, y, cy, kappa, trow, prm)
+        if how != ONE_HOT:
+            w_sum = pass_w_sum
+            dot = pass_dot
+        if inf_row and s > one:
+            defined = False
+    if not defined:
+        if want_grad:
+            _fill(g, cast_like(np.nan, one))
+        return np.nan
+    s64 = np.float64(s)
+    loss = np.float64(w_sum) * log(s64) - np.float64(dot)
+    if want_grad:
+        a = cast_like(scale * w * np.float64(w_sum) / s64, one)
+        b = cast_like(scale * w, one)
+        _softmax_grad_pass(g, e, e2, a, b, how, y, cy, kappa, trow, prm, stream)
+    return w * loss
+
+
+@njit(inline="always", error_model="numpy")
+def _probabilities_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_grad, stream):
+    """``w·l`` of one probabilities row; writes ``scale·w·∂l/∂x`` into ``g`` if ``want_grad``.
+    ``e`` is a scratch row; ``x`` and ``g`` may be the same row (``g`` is written last)."""
+    lo = prm[_LO]
+    hi = prm[_HI]
+    zero = cast_like(0.0, lo)
+    cy = zero
+    if how != SOFT:
+        cy = (prm[_OM] + prm[_EPSC]) * kappa[y]
+    total = _row_sum(x)
+    log_sum = zero
+    dot = zero
+    for j in range(x.size):
+        q = x[j] / total
+        qc = lo if q < lo else q  # NaN passes through both clips
+        qc = hi if qc > hi else qc
+        c = _coefficient(how, j, y, cy, kappa, trow, prm)
+        log_sum = acc_add(log_sum, c * log(qc))
+        gj = zero if (q < lo or q > hi) else -c / qc
+        dot = acc_add(dot, gj * q)
+        e[j] = gj
+    if want_grad:
+        a = cast_like(scale * w / np.float64(total), lo)
+        dst = e2 if stream else g
+        for j in range(e.size):
+            dst[j] = (e[j] - dot) * a
+        if stream:
+            _stream_out(g, dst)
+    return w * -np.float64(log_sum)
+
+
+# The small-C path. With few classes, the row path's C-long loops are mostly loop overhead and
+# scalar remainders, so for sparse logits without smoothing (the common small-C case) a block
+# of rows is transposed into scratch (class-major: `xt[j·R + r]`), which puts one row in each
+# SIMD lane: the row maxima and sums become elementwise max/add of contiguous class vectors,
+# the exponentials and the row losses (with `log`) run over contiguous lanes, and the
+# gradient is written back row-major. Rows that are ignored or whose maximum is infinite are
+# flagged and left to the row path.
+
+# The two phases are compiled as functions of their own (not inlined into the kernel): LLVM
+# generates markedly better code for their short loops on their own than inside the
+# kernel's large loop body (measured: 2.1 → 1.5 ns per element for phase 1, one thread).
+OUT_OF_LINE = {**HELPER_OPTIONS, "forceinline": False}
+
+# rows of a thread's (6, R) row scratch
+_RM, _RS, _RA, _RC, _RZ, _REGULAR = range(6)
+
+
+@helper
+def _u(i):
+    """An index as uint64: Numba adds no negative-index wrap-around for unsigned indices,
+    which for a computed index like ``j·R + r`` would turn a contiguous vector load into a
+    gather (LLVM cannot prove ``j·R + r ≥ 0``)."""
+    return np.uint64(i)
+
+
+@njit(**OUT_OF_LINE)
+def _one_hot_block_losses(xs, c, lab, wts, has_w, kappa, prm, scale, ignore_index, xt, rt, r64,
+                          lout, has_loss):
+    """Phase 1 of a small-C block (``xs``: its R rows, flattened). Returns ``(Σ w·l over the
+    regular rows in row order, number of rows left to the row path)``; writes ``w·l`` of the
+    regular rows to ``lout`` (if ``has_loss``), their gradient factors ``scale·w·c_y/s`` to
+    ``rt[_RA]`` and their exponentials (class-major) to ``xt``; ``rt[_REGULAR]`` flags the
+    rows handled here (1) or left to the row path (0). Reads the rows only: it runs before
+    any gradient is written, so an in-place call is safe."""
+    prefer_wide_vectors()
+    n_rows = lab.size
+    one = cast_like(1.0, prm[_OM])
+    zero = cast_like(0.0, one)
+    rm = rt[_RM]
+    rs = rt[_RS]
+    ra = rt[_RA]
+    rc = rt[_RC]
+    rz = rt[_RZ]
+    regular = rt[_REGULAR]
+    for r in range(n_rows):
+        for j in range(c):
+            xt[_u(j * n_rows + r)] = xs[_u(r * c + j)]
+    for r in range(n_rows):
+        rm[r] = xt[r]
+    for j in range(1, c):
+        for r in range(n_rows):
+            rm[r] = maxnum(rm[r], xt[_u(j * n_rows + r)])
+    for r in range(n_rows):
+        y = lab[r]
+        m = rm[r]
+        ok = y != ignore_index and m != np.inf and m != -np.inf
+        regular[r] = one if ok else zero
+        m = m if ok else zero
+        rm[r] = m
+        yy = y if ok else 0
+        rz[r] = xs[_u(r * c + yy)] - m
+        rc[r] = (prm[_OM] + prm[_EPSC]) * kappa[_u(yy)]
+        rs[r] = zero
+    for j in range(c):
+        for r in range(n_rows):
+            k = _u(j * n_rows + r)
+            ej = exp_nonpositive(xt[k] - rm[r])
+            xt[k] = ej
+            rs[r] = rs[r] + ej
+    for r in range(n_rows):
+        w = wts[r] if has_w else 1.0
+        cy = np.float64(rc[r])
+        s64 = np.float64(rs[r])
+        r64[r] = w * (cy * log(s64) - np.float64(_times(rc[r], rz[r])))
+        ra[r] = cast_like(scale * w * cy / s64, one)
+    acc = 0.0
+    left = 0
+    for r in range(n_rows):
+        if regular[r] != zero:
+            acc += r64[r]
+        else:
+            left += 1
+    if has_loss:
+        for r in range(n_rows):
+            if regular[r] != zero:
+                lout[r] = r64[r]
+    return acc, left
+
+
+@njit(**OUT_OF_LINE)
+def _one_hot_block_gradient(gs, c, lab, wts, has_w, prm, scale, xt, rt, buf, stream):
+    """Phase 2 of a small-C block: the gradient of its regular rows, ``a_r·e_rj`` minus
+    ``scale·w·c_y`` at each label, written row-major straight into ``gs`` or (``stream``) into
+    ``buf`` and then streamed out run by run of consecutive regular rows. Rows left to the
+    row path are not touched (they are final already)."""
+    prefer_wide_vectors()
+    n_rows = lab.size
+    zero = cast_like(0.0, prm[_OM])
+    ra = rt[_RA]
+    rc = rt[_RC]
+    regular = rt[_REGULAR]
+    dst = buf if stream else gs
+    for r in range(n_rows):
+        if regular[r] != zero:
+            ar = ra[r]
+            for j in range(c):
+                dst[_u(r * c + j)] = ar * xt[_u(j * n_rows + r)]
+            w = wts[r] if has_w else 1.0
+            k = _u(r * c + lab[r])
+            dst[k] = dst[k] - cast_like(scale * w, zero) * rc[r]
+    if stream:
+        r = 0
+        while r < n_rows:
+            if regular[r] == zero:
+                r += 1
+                continue
+            end = r + 1
+            while end < n_rows and regular[end] != zero:
+                end += 1
+            _stream_out(gs[r * c:end * c], buf[r * c:end * c])
+            r = end
+
+
+@njit(**OUT_OF_LINE)
+def _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout, prm, scale,
+          ignore_index, has_w, has_loss, smooth, want_grad, stream, e, e2, first, end, small,
+          regular, acc):
+    """The row path over rows ``first..end−1`` of a block (skipping those the small-C path
+    did: ``regular``, indexed from the block's first row ``end − regular.size``): adds each
+    row's ``w·l`` to ``acc`` in row order and returns it.
+
+    A function of its own, not part of the kernel's ``prange`` body: Numba's parfor passes
+    copy and analyse that body repeatedly, and with the five inlined row routines in it the
+    kernel took twice as long to compile."""
+    prefer_wide_vectors()
+    r0 = end - regular.size
+    for i in range(first, end):
+        if small and regular[i - r0] != 0:
+            continue  # done by the small-C path
+        w = weight[i] if has_w else 1.0
+        gi = g[i] if want_grad else e2  # (g is a stand-in without a gradient: not indexed)
+        # `how` is a literal at each call so that the class loops compile without a
+        # per-element branch on it.
+        if not sparse:
+            trow = target[i]
+            if from_logits:
+                wl = _logits_row(x[i], gi, e, e2, SOFT, 0, kappa, trow, prm, w, scale, want_grad,
+                                 stream)
+            else:
+                wl = _probabilities_row(x[i], gi, e, e2, SOFT, 0, kappa, trow, prm, w, scale,
+                                        want_grad, stream)
+        elif labels[i] == ignore_index:
+            wl = 0.0
+            if want_grad:
+                _fill(gi, cast_like(0.0, prm[0]))
+        elif not from_logits:
+            # (ε = 0 gives c_j = 0·κ_j: exactly the one-hot coefficients)
+            wl = _probabilities_row(x[i], gi, e, e2, SPARSE, labels[i], kappa, e, prm, w, scale,
+                                    want_grad, stream)
+        elif smooth:
+            wl = _logits_row(x[i], gi, e, e2, SPARSE, labels[i], kappa, e, prm, w, scale,
+                             want_grad, stream)
+        else:
+            wl = _logits_row(x[i], gi, e, e2, ONE_HOT, labels[i], kappa, e, prm, w, scale,
+                             want_grad, stream)
+        acc += wl
+        if has_loss:
+            lout[i] = wl
+    return acc
+
+
+@helper
+def _ordered_sum(sums):
+    """Block sums added in block order (no reassociation): thread-count independent."""
+    total = 0.0
+    for b in range(sums.size):
+        total += sums[b]
+    return total
+
+
+@njit(inline="always", error_model="numpy")
+def _one_block(b, from_logits, sparse, x, g, xf, gf, labels, target, weight, kappa, lout, prm,
+               scale, ignore_index, has_w, has_loss, smooth, want_grad, stream, scratch, rows,
+               rows64, rb, c, n, small, width, stride):
+    """Block ``b`` of a call (rows ``b·rb`` to ``(b+1)·rb − 1``): the small-C path, then the
+    row path for the rest, then the small-C gradient; returns the block's ``Σ w·l``."""
+    prefer_wide_vectors()
+    tid = get_thread_id()
+    at = tid * stride
+    e = scratch[at:at + c]
+    e2 = scratch[at + c:at + 2 * c]
+    r0 = b * rb
+    r1 = min(n, r0 + rb)
+    rt = rows[tid]
+    r64 = rows64[tid]
+    xt = scratch[at + 2 * c:at + 2 * c + width]
+    buf = scratch[at + 2 * c + width:at + stride]
+    acc = 0.0
+    first = r0  # rows from here on go through the row path (all of them unless small)
+    if small:
+        # regular rows first, then the others in order: a fixed order either way
+        acc, left = _one_hot_block_losses(xf[r0 * c:r1 * c], c, labels[r0:r1],
+                                          weight[r0:r1], has_w, kappa, prm, scale,
+                                          ignore_index, xt, rt, r64, lout[r0:r1],
+                                          has_loss)
+        first = r0 if left > 0 else r1
+    acc = _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout, prm,
+                scale, ignore_index, has_w, has_loss, smooth, want_grad, stream, e,
+                e2, first, r1, small, rt[_REGULAR, :r1 - r0], acc)
+    if small and want_grad:
+        _one_hot_block_gradient(gf[r0 * c:r1 * c], c, labels[r0:r1], weight[r0:r1], has_w,
+                                prm, scale, xt, rt, buf, stream)
+    return acc
+
+
+def _make_kernel():
+    """The parallel kernel of every variant (one compiled signature per float type).
+
+    One kernel rather than one per (logits?, sparse?): most of a parallel kernel's compile
+    time is Numba's fixed cost for the ``prange`` shell, so the four variants in one kernel
+    compile in well under the time of four kernels, at the price of compiling all of them on
+    the first call of any.
+    """
+    stamp = SOURCE_STAMP
+
+    @njit(parallel=True, cache=CACHE, nogil=True, error_model="numpy")
+    def kernel(from_logits, sparse, x, g, gf, labels, target, weight, kappa, lout, prm, scale,
+               ignore_index, has_w, has_loss, smooth, want_grad, stream, n_threads):
+        # x: (n, C) rows, read-only (a view of g for an in-place gradient); g, gf: the
+        # gradient and its flat view (stand-ins without a gradient); labels (sparse) or
+        # target (soft) rows; weight/kappa/lout: stand-ins when absent (flags say which are
+        # real).
+        _ = stamp  # part of the cache key: recompile when any source file changes
+        n, c = x.shape
+        rb = max(1, BLOCK_ELEMS // c)
+        nblocks = (n + rb - 1) // rb
+        sums = np.empty(nblocks)
+        small = from_logits and sparse and not smooth and c < SMALL_C
+        width = rb * c if small else 0
+        # per thread: two rows for the row path, then (small C) the block transposed and the
+        # block's gradient; (6, R) row quantities and the float64 row losses
+        stride = 2 * c + 2 * width
+        scratch = np.empty(n_threads * stride, x.dtype)
+        rows = np.empty((n_threads, 6, rb if small else 1), x.dtype)
+        rows64 = np.empty((n_threads, rb if small else 1))
+        xf = x.reshape(n * c)
+        if nblocks == 1:  # one block of work: no parallel region (see _runtime.run)
+            sums[0] = _one_block(0, from_logits, sparse, x, g, xf, gf, labels, target, weight,
+                                 kappa, lout, prm, scale, ignore_index, has_w, has_loss, smooth,
+                                 want_grad, stream, scratch, rows, rows64, rb, c, n, small,
+                                 width, stride)
+        else:
+            for b in prange(nblocks):
+                sums[b] = _one_block(b, from_logits, sparse, x, g, xf, gf, labels, target,
+                                     weight, kappa, lout, prm, scale, ignore_index, has_w,
+                                     has_loss, smooth, want_grad, stream, scratch, rows, rows64,
+                                     rb, c, n, small, width, stride)
+        return _ordered_sum(sums)
+
+    return kernel
+
+
+#: The cross-entropy kernel, compiled lazily (or by warmup) once per float type.
+KERNEL = _make_kernel()
+
+# Stand-ins for absent arrays: inputs are read-only (see _runtime.read_only), outputs not.
+_NO_TARGET = {dt: _frozen(np.zeros((1, 1), dt)) for dt in (np.dtype("f4"), np.dtype("f8"))}
+_NO_LABELS = _frozen(np.zeros(1, np.int64))
+_NO_WEIGHT = _frozen(np.ones(1))
+_NO_GRAD = {dt: np.zeros((1, 1), dt) for dt in (np.dtype("f4"), np.dtype("f8"))}
+_NO_LOSS = {dt: np.zeros(1, dt) for dt in (np.dtype("f4"), np.dtype("f8"))}
+
+
+def _arguments(job: CrossEntropyJob) -> tuple:
+    x = job.pred
+    n, c = x.shape
+    dtype = x.dtype
+    ftype = dtype.type
+    eps = job.smoothing
+    prm = (ftype(1.0 - eps), ftype(eps / c), ftype(job.clip_lo), ftype(job.clip_hi))
+    kappa = (np.ones(c, dtype) if job.class_weight is None
+             else job.class_weight.astype(dtype))
+    g = job.grad_out
+    want_grad = g is not None
+    in_place = want_grad and (
+        g is x or g.__array_interface__["data"][0] == x.__array_interface__["data"][0])
+    sparse = job.labels is not None
+    return (
+        bool(job.from_logits),
+        sparse,
+        read_only(x),
+        g if want_grad else _NO_GRAD[dtype],  # never touched without a gradient
+        g.reshape(-1) if want_grad else _NO_LOSS[dtype],
+        read_only(job.labels) if sparse else _NO_LABELS,
+        _NO_TARGET[dtype] if sparse else read_only(job.target),
+        read_only(job.weight) if job.weight is not None else _NO_WEIGHT,
+        _frozen(kappa),
+        _NO_LOSS[dtype] if job.loss_out is None else job.loss_out,
+        prm,
+        float(job.scale),
+        int(job.ignore_index),
+        job.weight is not None,
+        job.loss_out is not None,
+        eps != 0,
+        want_grad,
+        want_grad and not in_place and g.nbytes >= STREAM_BYTES,
+    )
+
+
+def cross_entropy(job: CrossEntropyJob) -> float:
+    """Run one :class:`~fastloss.backends._jobs.CrossEntropyJob` (see the contract)."""
+    n, c = job.pred.shape
+    return run(KERNEL, _arguments(job), threads_for(job.n_threads, n * c), n > rows_per_block(c))
+
+
+def kernel_signatures():
+    """``(description, kernel, example arguments)`` for every kernel signature, for warmup."""
+    for dtype in (np.float32, np.float64):
+        x = np.zeros((1, 2), dtype)
+        job = CrossEntropyJob(from_logits=True, pred=x, labels=np.zeros(1, np.int64))
+        yield f"cross_entropy {np.dtype(dtype).name}", KERNEL, _arguments(job) + (1,)

@@ -1,0 +1,666 @@
+"""The Numba backend's kernels, driven directly with jobs and checked against the NumPy oracle.
+
+Organised by property: the polynomial ``exp``/``log``/``log1p`` against NumPy over their whole
+range; every kind and option of both entry points against the reference (values, gradients,
+per-sample losses, ±inf/NaN, block boundaries, both paths of cross-entropy); in place ==
+out of place == value-only, bitwise; bitwise identical results for 1, 2, 3 and 7 threads;
+and the runtime behaviour (lazy import, cache fallback, threads, warmup, vectorised code).
+
+The first run compiles every kernel (tens of seconds, cached on disk for the next runs).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+numba = pytest.importorskip("numba")
+
+import fastloss.backends.numba as nb  # noqa: E402
+from fastloss.backends import numpy as reference  # noqa: E402
+from fastloss.backends._jobs import (  # noqa: E402
+    ELEMENTWISE_KINDS,
+    CrossEntropyJob,
+    ElementwiseJob,
+)
+from fastloss.backends.numba import _cross_entropy, _elementwise, _math, _runtime  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _kernels_compiled():
+    """Compile (or load) every kernel first: with a cold cache warmup() compiles them in one
+    worker process per core, which halves this file's first run on two cores."""
+    nb.warmup()
+DTYPES = (np.float32, np.float64)
+TOL = {np.float32: {"rtol": 2e-5, "atol": 2e-6}, np.float64: {"rtol": 1e-10, "atol": 1e-13}}
+
+
+def assert_close(actual, expected, dtype, scale=1.0):
+    tol = TOL[np.dtype(dtype).type]
+    np.testing.assert_allclose(
+        actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale, equal_nan=True
+    )
+
+
+def _scale(x) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    finite = np.abs(x[np.isfinite(x)])
+    return float(finite.max()) if finite.size else 1.0
+
+
+def run_both(backend_call, make_job):
+    """(value, grad, loss_out) for the reference and the numba backend on fresh buffers."""
+    out = []
+    for backend in (reference, nb):
+        job = make_job()
+        value = backend_call(backend)(job)
+        out.append((value, job.grad_out, job.loss_out))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# exp / log / log1p
+
+
+def _vectorised(fn):
+    @numba.njit(cache=True, error_model="numpy")
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = fn(x[i])
+
+    return apply
+
+
+_APPLY = {name: _vectorised(getattr(_math, name)) for name in ("exp", "exp_nonpositive", "log",
+                                                               "log1p")}
+_NUMPY = {"exp": np.exp, "exp_nonpositive": np.exp, "log": np.log, "log1p": np.log1p}
+
+
+def _float32_sweep() -> np.ndarray:
+    """Every 4099th float32 bit pattern: all exponents, both signs, subnormals, inf, NaN."""
+    bits = np.arange(0, 1 << 32, 4099, dtype=np.uint64).astype(np.uint32)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, 1e-45, -1e-45,
+                         88.72283, 88.72284, -87.33655, -103.97, -104.0, 3.4e38], np.float32)
+    return np.concatenate([bits.view(np.float32), specials])
+
+
+def _float64_sweep() -> np.ndarray:
+    pos = np.geomspace(5e-324, 1.7e308, 400_001)
+    return np.concatenate([pos, -pos, np.linspace(-750, 712, 200_001), np.linspace(-1, 1, 100_001),
+                           [0.0, -0.0, np.inf, -np.inf, np.nan, 709.782712893384,
+                            709.7827128933841, -745.1332191019411, -745.2, -1.0]])
+
+
+def _ulp_error(got: np.ndarray, exact: np.ndarray, dtype) -> float:
+    """Max |got − exact| in ulps of the correctly rounded result, over finite results."""
+    with np.errstate(over="ignore"):
+        rounded = exact.astype(dtype)
+    finite = np.isfinite(rounded) & np.isfinite(got)
+    ulp = np.spacing(np.maximum(np.abs(rounded[finite]), np.finfo(dtype).smallest_normal))
+    err = np.abs(got[finite].astype(exact.dtype) - exact[finite]) / ulp.astype(exact.dtype)
+    return float(err.max()) if err.size else 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["exp", "exp_nonpositive", "log", "log1p"])
+def test_polynomial_math_accuracy_over_whole_range(name, dtype):
+    """≤ 2 ulp everywhere (measured max ≈ 1.05), and NaN/±inf/0 exactly where NumPy has them:
+    subnormal results, overflow, log(0) = −inf, log(<0) = NaN, log1p(−1) = −inf."""
+    x = (_float32_sweep() if dtype == np.float32 else _float64_sweep()).astype(dtype)
+    if name == "exp_nonpositive":
+        x = x[~(x > 0)]
+    if dtype == np.float64:
+        if np.finfo(np.longdouble).nmant <= 52:
+            pytest.skip("no extended precision to judge float64 ulps against")
+    with np.errstate(all="ignore"):  # signalling NaNs and overflowing casts are expected
+        wide = x.astype(np.longdouble if dtype == np.float64 else np.float64)
+        exact = _NUMPY[name](wide)
+        expected = exact.astype(dtype)
+    got = np.empty_like(x)
+    _APPLY[name](x, got)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
+    np.testing.assert_array_equal(got == 0, expected == 0)
+    assert _ulp_error(got, exact, dtype) <= 2.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_nonpositive_is_exp_on_its_domain(dtype):
+    x = (_float32_sweep() if dtype == np.float32 else _float64_sweep()).astype(dtype)
+    x = x[~(x > 0)]
+    a, b = np.empty_like(x), np.empty_like(x)
+    _APPLY["exp"](x, a)
+    _APPLY["exp_nonpositive"](x, b)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["exp", "log1p"])
+def test_polynomial_math_vectorises(name):
+    """The math compiles to packed SIMD FMA with no calls (the point of the polynomials)."""
+    fn = getattr(_math, name)
+
+    @numba.njit(error_model="numpy")
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = fn(x[i])
+
+    x = np.ones(64, np.float32)
+    apply(x, np.empty_like(x))
+    asm = apply.inspect_asm(apply.signatures[0])
+    packed_fma = [ln for ln in asm.splitlines()
+                  if "vfmadd" in ln and "ps" in ln and ("ymm" in ln or "zmm" in ln)]
+    from llvmlite import binding
+
+    if "+avx2" not in binding.get_host_cpu_features().flatten() and not packed_fma:
+        pytest.skip("no AVX2 on this CPU")
+    assert packed_fma
+
+
+# ------------------------------------------------------------------------------------------
+# elementwise
+
+_EDGE = np.array([0.0, -0.0, 1.0, -1.0, 1e-30, 50.0, -50.0, 1e30, -1e30, np.inf, -np.inf,
+                  np.nan])
+
+
+def _elementwise_case(kind, dtype, n, rng, edges=True):
+    if kind == "bce_prob":
+        p = rng.uniform(-0.1, 1.1, n)
+    else:
+        p = rng.normal(0.0, 3.0, n)
+    if kind.startswith("bce"):
+        t = rng.uniform(0.0, 1.0, n)
+        t[rng.uniform(size=n) < 0.3] = 1.0
+        t[rng.uniform(size=n) < 0.2] = 0.0
+    else:
+        t = rng.normal(0.0, 3.0, n)
+    if edges and n >= 3 * _EDGE.size:
+        k = _EDGE.size
+        grid_p, grid_t = np.meshgrid(_EDGE, _EDGE if not kind.startswith("bce")
+                                     else np.array([0.0, 1.0, 0.5]))
+        m = min(grid_p.size, n // 2)
+        p[:m] = grid_p.ravel()[:m]
+        t[:m] = grid_t.ravel()[:m]
+        p[m:m + k] = _EDGE
+    return p.astype(dtype), t.astype(dtype)
+
+
+ELEMENTWISE_OPTIONS = [
+    {},
+    {"weight": True},
+    {"weight": True, "pos_weight": True, "smoothing": 0.1, "delta": 0.7, "clip_lo": 1e-3,
+     "clip_hi": 1.0 - 1e-3, "scale": 0.25},
+    {"pos_weight": True, "smoothing": 0.2, "delta": 2.0, "clip_lo": 0.0, "clip_hi": 1.0,
+     "scale": 3.0},
+]
+
+
+def _elementwise_job_factory(kind, p, t, opts, rng, mode, loss_out):
+    n = p.size
+    weight = rng.uniform(0.0, 2.0, n) if opts.get("weight") else None
+    pos_weight = rng.uniform(0.5, 3.0, n) if opts.get("pos_weight") else None
+    kw = {k: v for k, v in opts.items() if k not in ("weight", "pos_weight")}
+
+    def make():
+        pred = p.copy()
+        grad = {"value": None, "grad": np.full_like(p, np.nan), "inplace": pred}[mode]
+        return ElementwiseJob(kind=kind, pred=pred, target=t.copy(), weight=weight,
+                              pos_weight=pos_weight, grad_out=grad,
+                              loss_out=np.full(n, np.nan, p.dtype) if loss_out else None,
+                              n_threads=2, **kw)
+
+    return make
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ELEMENTWISE_KINDS)
+def test_elementwise_matches_reference(kind, dtype, rng):
+    """Every option set and mode, with ±inf/NaN/huge entries and partial last blocks."""
+    block = _elementwise.BLOCK
+    for n, opts in [(1, {}), (3 * block + 5, ELEMENTWISE_OPTIONS[0]),
+                    (block - 1, ELEMENTWISE_OPTIONS[1]), (2 * block + 1, ELEMENTWISE_OPTIONS[2]),
+                    (500, ELEMENTWISE_OPTIONS[3])]:
+        p, t = _elementwise_case(kind, dtype, n, rng)
+        make = _elementwise_job_factory(kind, p, t, opts, rng, "grad", loss_out=True)
+        (v_ref, g_ref, l_ref), (v, g, lo) = run_both(lambda b: b.elementwise, make)
+        assert_close(g, g_ref, dtype, scale=_scale(g_ref))
+        assert_close(lo, l_ref, dtype, scale=_scale(l_ref))
+        if np.isfinite(v_ref):
+            assert_close(v, v_ref, dtype, scale=_scale(l_ref) * np.sqrt(n))
+        else:
+            assert (np.isnan(v) and np.isnan(v_ref)) or v == v_ref
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ELEMENTWISE_KINDS)
+def test_elementwise_modes_agree_bitwise(kind, dtype, rng):
+    """In place == into a buffer, value-only == value of value-and-gradient, and value-only
+    writes nothing (inputs untouched)."""
+    n = 3 * _elementwise.BLOCK + 17
+    p, t = _elementwise_case(kind, dtype, n, rng)
+    for opts in ELEMENTWISE_OPTIONS:
+        results = {}
+        for mode in ("grad", "inplace", "value"):
+            job = _elementwise_job_factory(kind, p, t, opts, np.random.default_rng(1), mode,
+                                           loss_out=mode != "grad")()
+            value = nb.elementwise(job)
+            results[mode] = (value, job.grad_out, job.loss_out, job.pred, job.target)
+        assert results["grad"][0] == results["inplace"][0] or np.isnan(results["grad"][0])
+        np.testing.assert_array_equal(results["grad"][1], results["inplace"][1])
+        np.testing.assert_array_equal(results["inplace"][2], results["value"][2])
+        v_grad, v_value = results["grad"][0], results["value"][0]
+        assert v_grad == v_value or (np.isnan(v_grad) and np.isnan(v_value))
+        np.testing.assert_array_equal(results["value"][3], p)
+        np.testing.assert_array_equal(results["value"][4], t)
+        np.testing.assert_array_equal(results["grad"][3], p)
+
+
+def test_elementwise_multithreaded_call_matches_reference(rng):
+    """A size above the serial threshold, so that the call runs on the pool."""
+    n = 4 * _runtime.SERIAL_WORK + 3
+    for kind in ("squared", "bce_logits"):
+        p, t = _elementwise_case(kind, np.float64, n, rng, edges=False)
+        make = _elementwise_job_factory(kind, p, t, ELEMENTWISE_OPTIONS[1], rng, "grad", True)
+        (v_ref, g_ref, l_ref), (v, g, lo) = run_both(lambda b: b.elementwise, make)
+        assert_close(g, g_ref, np.float64, scale=_scale(g_ref))
+        assert_close(v, v_ref, np.float64, scale=_scale(l_ref) * np.sqrt(n))
+
+
+# ------------------------------------------------------------------------------------------
+# cross-entropy
+
+
+def _ce_case(from_logits, sparse, dtype, n, c, rng, opts, edges=True):
+    if from_logits:
+        x = rng.normal(0.0, 3.0, (n, c))
+    else:
+        x = rng.uniform(0.0, 1.0, (n, c))
+    labels = rng.integers(0, c, n)
+    target = rng.dirichlet(np.ones(c), n)
+    ignore = opts.get("ignore_index", -1)
+    if sparse and "ignore_index" in opts:
+        labels[rng.uniform(size=n) < 0.2] = ignore
+    if edges and n >= 12:
+        if from_logits:
+            x[0] = -np.inf  # no limit: NaN
+            x[1, :2] = np.inf  # two +inf: NaN
+            x[2, 0] = np.inf  # one +inf: a limit
+            x[3, c // 2] = np.nan
+            x[4, :] = -np.inf
+            x[4, 0] = 1.0  # one finite entry, the others −inf
+            x[5] *= 1e30
+            x[6, labels[6] if labels[6] != ignore else 0] = -np.inf  # label at −inf: +inf
+            x[7] = 0.0
+        else:
+            x[0] = 0.0  # S = 0
+            x[1, 0] = np.nan
+            x[2, 0] = -0.5  # a negative "probability"
+            x[3, 0] = 50.0  # far outside [lo, hi] after normalising
+            x[4, :] = 1e-30
+        target[5] = 0.0
+        target[5, 0] = 1.0  # a one-hot soft row
+        if sparse:
+            labels[8] = ignore
+    make_args = {
+        "weight": rng.uniform(0.0, 2.0, n) if opts.get("weight") else None,
+        "class_weight": rng.uniform(0.0, 2.0, c) if opts.get("class_weight") else None,
+    }
+    if make_args["class_weight"] is not None:
+        make_args["class_weight"][c // 3] = 0.0  # a class with weight 0
+    kw = {k: v for k, v in opts.items() if k not in ("weight", "class_weight")}
+    return x.astype(dtype), labels, target.astype(dtype), make_args, kw
+
+
+def _ce_job_factory(from_logits, sparse, x, labels, target, args, kw, mode, loss_out=True):
+    n = x.shape[0]
+
+    def make():
+        pred = x.copy()
+        grad = {"value": None, "grad": np.full_like(x, np.nan), "inplace": pred}[mode]
+        return CrossEntropyJob(
+            from_logits=from_logits, pred=pred, labels=labels if sparse else None,
+            target=None if sparse else target.copy(), grad_out=grad,
+            loss_out=np.full(n, np.nan, x.dtype) if loss_out else None, n_threads=2,
+            **args, **kw)
+
+    return make
+
+
+CE_OPTIONS = [
+    {},
+    {"weight": True, "class_weight": True},
+    {"smoothing": 0.1, "weight": True, "scale": 0.5, "clip_lo": 1e-7, "clip_hi": 1.0 - 1e-7},
+    {"smoothing": 0.3, "class_weight": True, "ignore_index": -100, "clip_lo": 0.05,
+     "clip_hi": 0.6, "scale": 2.0},
+]
+# C below and above the small-C threshold, and at it
+CE_SHAPES = [(40, 2), (300, 10), (37, _cross_entropy.SMALL_C - 1), (29, _cross_entropy.SMALL_C),
+             (13, 1000), (25, 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "soft"])
+@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probabilities"])
+def test_cross_entropy_matches_reference(from_logits, sparse, dtype, rng):
+    for (n, c), opts in zip(CE_SHAPES * 2, CE_OPTIONS * 3, strict=False):
+        if not sparse and "ignore_index" in opts:
+            opts = {k: v for k, v in opts.items() if k != "ignore_index"}
+        x, labels, target, args, kw = _ce_case(from_logits, sparse, dtype, n, c, rng, opts)
+        make = _ce_job_factory(from_logits, sparse, x, labels, target, args, kw, "grad")
+        (v_ref, g_ref, l_ref), (v, g, lo) = run_both(lambda b: b.cross_entropy, make)
+        assert_close(g, g_ref, dtype, scale=_scale(g_ref))
+        assert_close(lo, l_ref, dtype, scale=_scale(l_ref))
+        assert (np.isnan(v) and np.isnan(v_ref)) or v == v_ref or np.isclose(
+            v, v_ref, rtol=TOL[dtype]["rtol"] * 10, atol=TOL[dtype]["atol"] * _scale(l_ref) * n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_clean_rows_match_reference_tightly(dtype, rng):
+    """Without edge rows the sum is finite and must match at the dtype's tolerance, for both
+    the small-C and the row path and several blocks (so several threads)."""
+    for n, c in [(9_000, 10), (300, 200)]:
+        for opts in CE_OPTIONS[:3]:
+            x, labels, target, args, kw = _ce_case(True, True, dtype, n, c, rng, opts, False)
+            make = _ce_job_factory(True, True, x, labels, target, args, kw, "grad")
+            (v_ref, g_ref, l_ref), (v, g, lo) = run_both(lambda b: b.cross_entropy, make)
+            assert_close(g, g_ref, dtype, scale=_scale(g_ref))
+            assert_close(v, v_ref, dtype, scale=_scale(l_ref) * np.sqrt(n))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "soft"])
+@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probabilities"])
+def test_cross_entropy_modes_agree_bitwise(from_logits, sparse, dtype, rng):
+    for (n, c), opts in zip(CE_SHAPES, CE_OPTIONS + CE_OPTIONS[:2], strict=True):
+        if not sparse:
+            opts = {k: v for k, v in opts.items() if k != "ignore_index"}
+        x, labels, target, args, kw = _ce_case(from_logits, sparse, dtype, n, c, rng, opts)
+        results = {}
+        for mode in ("grad", "inplace", "value"):
+            job = _ce_job_factory(from_logits, sparse, x, labels, target, args, kw, mode)()
+            results[mode] = (nb.cross_entropy(job), job.grad_out, job.loss_out, job.pred)
+        values = [results[m][0] for m in results]
+        assert all(v == values[0] for v in values) or all(np.isnan(values))
+        np.testing.assert_array_equal(results["grad"][1], results["inplace"][1])
+        np.testing.assert_array_equal(results["grad"][2], results["value"][2])
+        np.testing.assert_array_equal(results["value"][3], x)
+
+
+def test_read_only_and_empty_inputs_need_no_new_signature(rng, tmp_path):
+    """Inputs reach the kernels as read-only views, so read-only or memory-mapped arrays run
+    on the already compiled signature (no compile of seconds on a user's first such call);
+    empty inputs return 0."""
+    p = np.lib.format.open_memmap(tmp_path / "p.npy", mode="w+", dtype=np.float32, shape=(99,))
+    p[:] = rng.normal(size=99)
+    p.flush()
+    p = np.load(tmp_path / "p.npy", mmap_mode="r")
+    t = np.zeros(99, np.float32)
+    t.flags.writeable = False
+    x = rng.normal(size=(30, 4))
+    x.flags.writeable = False
+    labels = np.zeros(30, np.int64)
+    labels.flags.writeable = False
+    calls = [
+        lambda: nb.elementwise(ElementwiseJob(kind="huber", pred=p, target=t,
+                                              grad_out=np.empty(99, np.float32))),
+        lambda: nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=x, labels=labels)),
+        lambda: nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=x, labels=labels,
+                                                 grad_out=np.empty((30, 4)))),
+    ]
+    for call in calls:
+        call()  # compiles (or loads) the signatures if no other test did yet
+    before = (len(_elementwise.KERNEL.signatures), len(_cross_entropy.KERNEL.signatures))
+    for call in calls:
+        assert np.isfinite(call())
+    writable = rng.normal(size=(30, 4)).astype(np.float32)
+    nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=writable, labels=labels))
+    nb.elementwise(ElementwiseJob(kind="squared", pred=writable.ravel(), target=writable.ravel()))
+    assert (len(_elementwise.KERNEL.signatures), len(_cross_entropy.KERNEL.signatures)) <= (2, 2)
+    assert (len(_elementwise.KERNEL.signatures), len(_cross_entropy.KERNEL.signatures)) >= before
+    empty = np.zeros(0, np.float32)
+    assert nb.elementwise(ElementwiseJob(kind="bce_logits", pred=empty, target=empty,
+                                         grad_out=empty.copy())) == 0.0
+    assert nb.cross_entropy(CrossEntropyJob(from_logits=False, pred=np.zeros((0, 3)),
+                                            target=np.zeros((0, 3)))) == 0.0
+
+
+def test_cross_entropy_ignored_rows_are_exactly_zero(rng):
+    x = rng.normal(size=(50, 7))
+    x[::2] = np.nan
+    labels = np.where(np.arange(50) % 2 == 0, -100, 3)
+    job = CrossEntropyJob(from_logits=True, pred=x, labels=labels, ignore_index=-100,
+                          grad_out=np.empty_like(x), loss_out=np.empty(50))
+    value = nb.cross_entropy(job)
+    assert np.isfinite(value)
+    assert np.all(job.grad_out[::2] == 0) and np.all(job.loss_out[::2] == 0)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 5])
+def test_streamed_gradient_is_identical(offset, monkeypatch, rng):
+    """Large separate outputs are written with non-temporal stores (64-byte aligned after a
+    scalar head): the same numbers as ordinary stores, at any alignment of the output."""
+    def grads():
+        out = []
+        p, t = _elementwise_case("bce_logits", np.float32, 3 * _elementwise.BLOCK + 7,
+                                 np.random.default_rng(0))
+        for kind in ("squared", "bce_logits"):
+            g = np.empty(p.size + offset, np.float32)[offset:]
+            nb.elementwise(ElementwiseJob(kind=kind, pred=p, target=t, grad_out=g))
+            out.append(g)
+        for n, c, smoothing in [(3000, 10, 0.0), (40, 300, 0.0), (40, 300, 0.1)]:
+            x = np.random.default_rng(1).normal(size=(n, c)).astype(np.float32)
+            x[3, 2] = np.inf
+            labels = np.random.default_rng(2).integers(0, c, n)
+            labels[5] = -1
+            g = np.empty(n * c + offset, np.float32)[offset:].reshape(n, c)
+            nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=x, labels=labels, grad_out=g,
+                                             smoothing=smoothing))
+            out.append(g)
+        return out
+
+    plain = grads()
+    monkeypatch.setattr(_elementwise, "STREAM_BYTES", 0)
+    monkeypatch.setattr(_cross_entropy, "STREAM_BYTES", 0)
+    for a, b in zip(plain, grads(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------
+# threads, determinism, runtime
+
+_THREADS_SCRIPT = textwrap.dedent(
+    """
+    import ctypes, hashlib, os, sys, warnings
+    import numpy as np
+    from fastloss.backends._jobs import CrossEntropyJob, ElementwiseJob
+    import fastloss.backends.numba as nb
+    from fastloss.backends.numba import _runtime
+    assert _runtime._pool_size == 7, _runtime._pool_size
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=300_001).astype(np.float32)
+    t = rng.uniform(size=300_001).astype(np.float32)
+    w = rng.uniform(size=300_001)
+    xs = rng.normal(size=(30_011, 10)); xl = rng.normal(size=(301, 1000)).astype(np.float32)
+    ys = rng.integers(0, 10, 30_011); yl = rng.integers(0, 1000, 301)
+    def digest(n_threads):
+        h = hashlib.sha256()
+        for kind in ("squared", "bce_logits"):
+            g = np.empty_like(p); lo = np.empty_like(p)
+            v = nb.elementwise(ElementwiseJob(kind=kind, pred=p, target=t, weight=w, grad_out=g,
+                                              loss_out=lo, n_threads=n_threads))
+            h.update(np.float64(v).tobytes()); h.update(g.tobytes()); h.update(lo.tobytes())
+        for x, y in ((xs, ys), (xl, yl)):
+            g = np.empty_like(x)
+            v = nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=x, labels=y, grad_out=g,
+                                                 smoothing=0.0, n_threads=n_threads))
+            h.update(np.float64(v).tobytes()); h.update(g.tobytes())
+        return h.hexdigest()
+    digests = {n: digest(n) for n in (1, 2, 3, 7)}
+    assert len(set(digests.values())) == 1, digests
+    # numba's omp layer set the OpenMP thread count to its pool size; it was restored
+    if os.environ.get("CHECK_OMP") and _runtime.numba.threading_layer() == "omp":
+        counts = [lib.omp_get_max_threads() for lib in _runtime._openmp_runtimes()]
+        assert counts and all(c == 1 for c in counts), counts
+    print("OK")
+    """
+)
+
+
+def _run_script(script: str, **env) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                **env}
+    return subprocess.run([sys.executable, "-c", script], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_result_bitwise_identical_for_1_2_3_7_threads():
+    """In a process whose Numba pool has 7 threads (the machine may have fewer cores)."""
+    proc = _run_script(_THREADS_SCRIPT, NUMBA_NUM_THREADS="7", OMP_NUM_THREADS="1",
+                       CHECK_OMP="1")
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_concurrent_calls_from_python_threads(rng):
+    """Several Python threads at once (each with its own thread count) get the results of
+    serial calls, bitwise."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = rng.normal(size=(3_001, 37)).astype(np.float32)
+    labels = rng.integers(0, 37, 3_001)
+    p = rng.normal(size=50_001)
+
+    def call(i):
+        g = np.empty_like(x)
+        v = nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=x, labels=labels, grad_out=g,
+                                             n_threads=1 + i % 2))
+        h = np.empty_like(p)
+        u = nb.elementwise(ElementwiseJob(kind="huber", pred=p, target=0 * p, grad_out=h,
+                                          n_threads=1 + (i + 1) % 2))
+        return v, g, u, h
+
+    serial = call(0)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(call, range(16)))
+    for v, g, u, h in results:
+        assert v == serial[0] and u == serial[2]
+        np.testing.assert_array_equal(g, serial[1])
+        np.testing.assert_array_equal(h, serial[3])
+
+
+def test_works_next_to_pytorch_openmp():
+    """PyTorch brings its own OpenMP runtime: both run, in either order, in one process."""
+    pytest.importorskip("torch")
+    script = textwrap.dedent(
+        """
+        import numpy as np, torch
+        from fastloss.backends._jobs import CrossEntropyJob
+        import fastloss.backends.numba as nb
+        torch.set_num_threads(2)
+        a = torch.randn(512, 512)
+        x = np.random.default_rng(0).normal(size=(4096, 100))
+        labels = np.zeros(4096, np.int64)
+        for _ in range(3):
+            (a @ a).sum()
+            v = nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=x, labels=labels,
+                                                 n_threads=2))
+        t = torch.nn.functional.cross_entropy(torch.from_numpy(x), torch.from_numpy(labels),
+                                              reduction="sum").item()
+        assert abs(v - t) <= 1e-9 * abs(t), (v, t)
+        print("OK")
+        """
+    )
+    proc = _run_script(script)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_importing_fastloss_does_not_import_numba():
+    proc = _run_script(
+        "import sys, fastloss, fastloss.backends as b\n"
+        "b.available_backends()\n"
+        "assert 'numba' not in sys.modules, 'numba imported'\n"
+        "import fastloss.backends.numba\n"
+        "assert 'numba' in sys.modules\n"
+        "print('OK')")
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_workqueue_layer_warns_once_and_still_works():
+    script = textwrap.dedent(
+        """
+        import warnings
+        import numpy as np
+        from fastloss.backends._jobs import ElementwiseJob
+        import fastloss.backends.numba as nb
+        x = np.ones(100_000)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                v = nb.elementwise(ElementwiseJob(kind="squared", pred=x, target=0 * x,
+                                                  n_threads=2))
+        assert v == 100_000.0, v
+        msgs = [w for w in caught if issubclass(w.category, nb.FastlossNumbaWarning)]
+        assert len(msgs) == 1 and "workqueue" in str(msgs[0].message), caught
+        print("OK")
+        """
+    )
+    proc = _run_script(script, NUMBA_THREADING_LAYER="workqueue")
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_unwritable_cache_warns_and_compiles_uncached(monkeypatch):
+    import numba.core.caching as caching
+
+    def no_locator(py_func):
+        raise RuntimeError("cannot cache function 'probe': no locator available")
+
+    monkeypatch.setattr(caching, "FunctionCache", no_locator)
+    with pytest.warns(nb.FastlossNumbaWarning, match="no writable cache directory"):
+        assert _runtime._cache_available() is False
+
+
+def test_thread_count_clamped_and_small_inputs_serial():
+    assert _runtime.threads_for(64, 10**9) == min(64, _runtime._pool_size)
+    assert _runtime.threads_for(2, _runtime.SERIAL_WORK - 1) == 1
+    assert _runtime.threads_for(1, 10**9) == 1
+
+
+def test_threadpoolctl_limits_numba_pool():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not hasattr(threadpoolctl, "register"):
+        pytest.skip("threadpoolctl without custom controllers")
+    x = np.ones(10)
+    nb.elementwise(ElementwiseJob(kind="squared", pred=x, target=x))  # pool launched
+    info = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "numba"]
+    assert info and info[0]["num_threads"] == _runtime._pool_size
+    with threadpoolctl.threadpool_limits(limits=1, user_api="numba"):
+        assert _runtime.threads_for(8, 10**9) == 1
+    assert _runtime.threads_for(8, 10**9) == min(8, _runtime._pool_size)
+
+
+def test_numba_thread_count_is_restored():
+    before = numba.get_num_threads()
+    x = np.ones(10 * _runtime.SERIAL_WORK)
+    nb.elementwise(ElementwiseJob(kind="squared", pred=x, target=x, n_threads=1))
+    assert numba.get_num_threads() == before
+
+
+def test_warmup_readies_every_kernel():
+    assert nb.warmup(processes=1) == 4  # two kernels, float32 and float64
+    for kernel in (_elementwise.KERNEL, _cross_entropy.KERNEL):
+        assert len(kernel.signatures) >= 2
+
+
+def test_no_warning_in_a_normal_call(rng):
+    x = rng.normal(size=(10, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=x, labels=np.zeros(10, np.int64)))

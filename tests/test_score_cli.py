@@ -19,6 +19,9 @@ from fastloss.scoring.readers import open_source, rebatch
 
 RTOL = 1e-12
 # Subprocesses import the same fastloss as this test process (installed or source tree).
+# Subprocesses run where the imported fastloss lives, so that they import the same package
+# (from a source checkout, `python -m`/`-c` would otherwise put the uncompiled tree first).
+_CWD = os.path.dirname(os.path.dirname(fastloss.__file__))
 _ENV = {
     **os.environ,
     "PYTHONPATH": os.pathsep.join(
@@ -573,7 +576,7 @@ def test_import_does_not_pull_optional_dependencies():
         "bad = [m for m in ('pyarrow', 'dask', 'distributed') if m in sys.modules]; "
         "assert not bad, bad"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, env=_ENV)
+    subprocess.run([sys.executable, "-c", code], check=True, env=_ENV, cwd=_CWD)
 
 
 def test_console_script_dispatch(tmp_path, sparse_data):
@@ -594,7 +597,7 @@ def test_console_script_dispatch(tmp_path, sparse_data):
         ],
         capture_output=True,
         text=True,
-        env=_ENV,
+        env=_ENV, cwd=_CWD,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -644,7 +647,7 @@ def test_peak_memory_bounded_by_batch_not_data(tmp_path):
         print(json.dumps({{"rc": rc, "base_kib": base, "peak_kib": peak}}))
     """)
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=_ENV, check=False
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_ENV, cwd=_CWD, check=False
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()

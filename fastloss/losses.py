@@ -417,6 +417,8 @@ class _CrossEntropyLoss(Loss):
             label_smoothing, "label_smoothing", 0.0, 1.0, closed_low=True
         )
         self.class_weight = v.as_weight_vector(class_weight, "class_weight")
+        if self.class_weight is not None and not np.all(np.isfinite(self.class_weight)):
+            raise ValueError(f"class_weight must be finite, got {self.class_weight.tolist()}")
         if self.class_weight is not None and self.class_weight.ndim != 1:
             raise ValueError(
                 "class_weight must be 1-D (one entry per class), "

@@ -53,6 +53,11 @@ def _unchanged(before, *arrays):
         (lambda: fastloss.CategoricalCrossEntropy(class_weight=["a"]), TypeError, "class_weight"),
         (lambda: fastloss.CategoricalCrossEntropy(axis=1.0), TypeError, "axis"),
         (
+            lambda: fastloss.SparseCategoricalCrossEntropy(class_weight=[1.0, np.inf]),
+            ValueError,
+            "class_weight must be finite",
+        ),
+        (
             lambda: fastloss.SparseCategoricalCrossEntropy(ignore_index=1.5),
             TypeError,
             "ignore_index",

@@ -509,6 +509,26 @@ class CategoricalCrossEntropy(_CrossEntropyLoss):
 _F32, _F64, _I64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)
 
 
+def _fast_out(out: Any, y_true: np.ndarray, y_pred: np.ndarray) -> bool:
+    """Whether ``out`` is a valid gradient buffer by :func:`_validation.check_out`'s rules:
+    ``y_pred`` itself, or a separate writable C-contiguous aligned array of its shape and
+    dtype; in both cases overlapping no other input."""
+    if type(out) is not np.ndarray or not out.flags.writeable:
+        return False
+    if np.may_share_memory(out, y_true):
+        return False
+    if out is y_pred:
+        return True
+    flags = out.flags
+    return (
+        out.shape == y_pred.shape
+        and out.dtype is y_pred.dtype
+        and flags.c_contiguous
+        and flags.aligned
+        and not np.may_share_memory(out, y_pred)
+    )
+
+
 class SparseCategoricalCrossEntropy(_CrossEntropyLoss):
     r"""Cross-entropy with integer class labels; one loss per sample.
 
@@ -572,14 +592,7 @@ class SparseCategoricalCrossEntropy(_CrossEntropyLoss):
             or (y_pred.dtype is not _F32 and y_pred.dtype is not _F64)
             or y_true.dtype is not _I64
             or self.axis not in (-1, 1)
-            or (
-                out is not None
-                and (
-                    out is not y_pred
-                    or not y_pred.flags.writeable
-                    or np.may_share_memory(y_true, y_pred)
-                )
-            )
+            or (out is not None and not _fast_out(out, y_true, y_pred))
         ):
             return None
         n, c = y_pred.shape

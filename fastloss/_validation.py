@@ -188,30 +188,19 @@ def as_labels(
     return canonical(arr, np.int64).reshape(-1)
 
 
-def broadcast_weight(sample_weight: object, shape: tuple[int, ...], what: str) -> np.ndarray | None:
-    """``sample_weight`` broadcast (NumPy rules) to ``shape``, as flat C-ordered float64."""
-    if sample_weight is None:
+def broadcast_weight(
+    weight: object, shape: tuple[int, ...], what: str, name: str = "sample_weight"
+) -> np.ndarray | None:
+    """A weight (``sample_weight``, ``pos_weight``) broadcast (NumPy rules) to ``shape``, as
+    flat C-ordered float64."""
+    if weight is None:
         return None
-    arr = _as_real(sample_weight, "sample_weight", np.float64)
+    arr = _as_real(weight, name, np.float64)
     try:
         full = np.broadcast_to(arr, shape)
     except ValueError:
         raise ValueError(
-            f"sample_weight of shape {arr.shape} cannot be broadcast to the {what} shape {shape}"
-        ) from None
-    return canonical(full).reshape(-1)
-
-
-def broadcast_pos_weight(
-    pos_weight: np.ndarray | None, shape: tuple[int, ...]
-) -> np.ndarray | None:
-    if pos_weight is None:
-        return None
-    try:
-        full = np.broadcast_to(pos_weight, shape)
-    except ValueError:
-        raise ValueError(
-            f"pos_weight of shape {pos_weight.shape} cannot be broadcast to y_pred's shape {shape}"
+            f"{name} of shape {arr.shape} cannot be broadcast to the {what} shape {shape}"
         ) from None
     return canonical(full).reshape(-1)
 

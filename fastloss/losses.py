@@ -250,13 +250,16 @@ def _same(a: Any, b: Any) -> bool:
 # ---------------------------------------------------------------------- elementwise
 
 
+_EW_SHAPE = "loss (= y_pred)"  # what elementwise weights broadcast to, for error messages
+
+
 class _ElementwiseLoss(Loss):
     _kind: ClassVar[str]
 
     def _plan(self, y_true, pred, sample_weight):
         shape = pred.shape
         target = v.as_target(y_true, pred.dtype, shape)
-        weight = v.broadcast_weight(sample_weight, shape, "loss (= y_pred)")
+        weight = v.broadcast_weight(sample_weight, shape, _EW_SHAPE)
         job = ElementwiseJob(
             kind=self._kind,
             pred=v.canonical(pred).reshape(-1),
@@ -387,7 +390,7 @@ class BinaryCrossEntropy(_ElementwiseLoss):
     def _job_options(self, pred):
         lo, hi = v.clip_bounds(pred.dtype, self.eps)
         return {
-            "pos_weight": v.broadcast_pos_weight(self.pos_weight, pred.shape),
+            "pos_weight": v.broadcast_weight(self.pos_weight, pred.shape, _EW_SHAPE, "pos_weight"),
             "smoothing": self.label_smoothing,
             "clip_lo": lo,
             "clip_hi": hi,

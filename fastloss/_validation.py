@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import numbers
-import operator
 
 import numpy as np
 
@@ -58,22 +57,11 @@ def check_float(value: object, name: str, low: float, high: float, *, closed_low
     return v
 
 
-def check_axis(axis: object, ndim: int) -> int:
-    """``axis`` normalised to ``[0, ndim)``."""
-    try:
-        a = operator.index(axis)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"axis must be an int, got {axis!r}") from None
-    if not -ndim <= a < ndim:
-        raise ValueError(
-            f"axis {axis} is out of range for y_pred with {ndim} dimension(s)"
-            + (
-                " (cross-entropy needs a class axis: y_pred must have ndim >= 1)"
-                if ndim == 0
-                else ""
-            )
-        )
-    return a % ndim
+def check_axis(axis: int, ndim: int) -> int:
+    """``axis`` (an int, checked when the loss was made) normalised to ``[0, ndim)``."""
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for y_pred with {ndim} dimension(s)")
+    return axis % ndim
 
 
 def check_ignore_index(value: object) -> int | None:

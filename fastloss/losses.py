@@ -237,6 +237,11 @@ class Loss:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _weight_sum(weight: np.ndarray | None, n: int) -> float:
+    """``Σ w``, the ``"mean"`` normaliser (``n`` without weights), in float64."""
+    return float(n) if weight is None else float(np.sum(weight))
+
+
 def _short(value: Any) -> str:
     return f"array({value.tolist()})" if isinstance(value, np.ndarray) else repr(value)
 
@@ -268,7 +273,7 @@ class _ElementwiseLoss(Loss):
             **self._job_options(pred),
         )
         n = pred.size
-        weight_sum = float(n) if weight is None else float(np.sum(weight))
+        weight_sum = _weight_sum(weight, n)
         return _Plan(job=job, pred=pred, loss_shape=shape, weight_sum=weight_sum, count=n)
 
     def _job_options(self, pred: np.ndarray) -> dict[str, Any]:
@@ -504,7 +509,7 @@ class CategoricalCrossEntropy(_CrossEntropyLoss):
             job.pred.shape
         )
         n = job.pred.shape[0]
-        weight_sum = float(n) if job.weight is None else float(np.sum(job.weight))
+        weight_sum = _weight_sum(job.weight, n)
         return weight_sum, n
 
 

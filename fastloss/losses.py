@@ -159,21 +159,36 @@ class Loss:
             return float(plan.count)
         return 1.0
 
-    def _fast_plan(self, y_true: Any, y_pred: Any, sample_weight: Any, out: Any) -> _Plan | None:
-        """The plan of a call that is already canonical, made with a few cheap checks, or None
-        to take the general path (which validates everything and words every error)."""
+    def _shortcut(
+        self,
+        backend: ModuleType,
+        dtype: np.dtype,
+        y_true: Any,
+        y_pred: np.ndarray,
+        out: Any,
+        want_value: bool,
+        want_grad: bool,
+    ) -> tuple[Value, np.ndarray | None] | None:
+        """The call through the backend's compiled shortcut (``y_pred`` is an ndarray of
+        ``dtype`` float32 or float64, there is no ``sample_weight``), or None for the general
+        path; see "Shortcuts" in :mod:`fastloss.backends._jobs`."""
         return None
 
     def _evaluate(self, y_true, y_pred, sample_weight, out, *, want_grad, want_value=True):
         backend = resolve_backend(self.backend)
-        plan = self._fast_plan(y_true, y_pred, sample_weight, out)
-        if plan is None:
-            pred = v.as_prediction(y_pred)
-            if out is not None:
-                out = v.check_out(out, pred.shape, pred.dtype, pred, (y_true, sample_weight))
-            plan = self._plan(y_true, pred, sample_weight)
-        else:
-            pred = plan.pred
+        # The training-loop call (canonical arrays, no weights) is done by one compiled
+        # function where the backend has one; it declines anything else, which the general
+        # path below validates, canonicalises, runs or words the error of.
+        if sample_weight is None and type(y_pred) is np.ndarray:
+            dtype = y_pred.dtype
+            if dtype is _F32 or dtype is _F64:
+                result = self._shortcut(backend, dtype, y_true, y_pred, out, want_value, want_grad)
+                if result is not None:
+                    return result
+        pred = v.as_prediction(y_pred)
+        if out is not None:
+            out = v.check_out(out, pred.shape, pred.dtype, pred, (y_true, sample_weight))
+        plan = self._plan(y_true, pred, sample_weight)
         job = plan.job
         norm = self._normaliser(plan)
         none = self.reduction == "none"
@@ -237,6 +252,10 @@ class Loss:
     __hash__ = None  # type: ignore[assignment]
 
 
+# Native-byte-order builtin dtypes are singletons, so ``is`` is an exact (and cheap) test.
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
 def _weight_sum(weight: np.ndarray | None, n: int) -> float:
     """``Σ w``, the ``"mean"`` normaliser (``n`` without weights), in float64."""
     return float(n) if weight is None else float(np.sum(weight))
@@ -270,14 +289,37 @@ class _ElementwiseLoss(Loss):
             pred=v.canonical(pred).reshape(-1),
             target=v.canonical(target).reshape(-1),
             weight=weight,
-            **self._job_options(pred),
+            pos_weight=self._pos_weight(shape),
         )
+        job.delta, job.smoothing, job.clip_lo, job.clip_hi = self._scalars(pred.dtype)
         n = pred.size
         weight_sum = _weight_sum(weight, n)
         return _Plan(job=job, pred=pred, loss_shape=shape, weight_sum=weight_sum, count=n)
 
-    def _job_options(self, pred: np.ndarray) -> dict[str, Any]:
-        return {}
+    def _shortcut(self, backend, dtype, y_true, y_pred, out, want_value, want_grad):
+        shortcut = getattr(backend, "elementwise_shortcut", None)
+        if shortcut is None:
+            return None
+        n_threads = resolve_n_threads(self.n_threads)
+        return shortcut(
+            y_true,
+            y_pred,
+            out,
+            self.reduction,
+            want_value,
+            want_grad,
+            n_threads,
+            self._kind,
+            *self._scalars(dtype),
+        )
+
+    def _scalars(self, dtype: np.dtype) -> tuple[float, float, float, float]:
+        """The job's ``(delta, smoothing, clip_lo, clip_hi)`` for a prediction of ``dtype``."""
+        return 1.0, 0.0, 0.0, 1.0
+
+    def _pos_weight(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The job's ``pos_weight`` for a prediction of ``shape``."""
+        return None
 
 
 class MeanSquaredError(_ElementwiseLoss):
@@ -341,8 +383,8 @@ class Huber(_ElementwiseLoss):
         super().__init__(**kwargs)
         self.delta = v.check_float(delta, "delta", 0.0, float("inf"), closed_low=False)
 
-    def _job_options(self, pred):
-        return {"delta": self.delta}
+    def _scalars(self, dtype):
+        return self.delta, 0.0, 0.0, 1.0
 
 
 class BinaryCrossEntropy(_ElementwiseLoss):
@@ -392,14 +434,17 @@ class BinaryCrossEntropy(_ElementwiseLoss):
         self.eps = v.check_float(eps, "eps", 0.0, 0.5, closed_low=False)
         self._kind = "bce_logits" if self.from_logits else "bce_prob"
 
-    def _job_options(self, pred):
-        lo, hi = v.clip_bounds(pred.dtype, self.eps)
-        return {
-            "pos_weight": v.broadcast_weight(self.pos_weight, pred.shape, _EW_SHAPE, "pos_weight"),
-            "smoothing": self.label_smoothing,
-            "clip_lo": lo,
-            "clip_hi": hi,
-        }
+    def _scalars(self, dtype):
+        lo, hi = v.clip_bounds(dtype, self.eps)
+        return 1.0, self.label_smoothing, lo, hi
+
+    def _pos_weight(self, shape):
+        return v.broadcast_weight(self.pos_weight, shape, _EW_SHAPE, "pos_weight")
+
+    def _shortcut(self, backend, dtype, y_true, y_pred, out, want_value, want_grad):
+        if self.pos_weight is not None:  # broadcast per call: the general path does it
+            return None
+        return super()._shortcut(backend, dtype, y_true, y_pred, out, want_value, want_grad)
 
 
 # ---------------------------------------------------------------------- cross-entropy
@@ -450,16 +495,13 @@ class _CrossEntropyLoss(Loss):
         last = axis == pred.ndim - 1
         rows = v.canonical(pred if last else np.moveaxis(pred, axis, -1)).reshape(n, n_classes)
         weight = v.broadcast_weight(sample_weight, sample_shape, "per-sample loss")
-        lo, hi = v.clip_bounds(pred.dtype, self.eps)
         job = CrossEntropyJob(
             from_logits=self.from_logits,
             pred=rows,
             weight=weight,
             class_weight=None if self.class_weight is None else v.canonical(self.class_weight),
-            smoothing=self.label_smoothing,
-            clip_lo=lo,
-            clip_hi=hi,
         )
+        job.smoothing, job.clip_lo, job.clip_hi = self._scalars(pred.dtype)
         weight_sum, count = self._targets(job, y_true, pred, axis, sample_shape, last)
         return _Plan(
             job=job,
@@ -468,6 +510,32 @@ class _CrossEntropyLoss(Loss):
             weight_sum=weight_sum,
             count=count,
             axis=axis,
+        )
+
+    def _scalars(self, dtype: np.dtype) -> tuple[float, float, float]:
+        """The job's ``(smoothing, clip_lo, clip_hi)`` for a prediction of ``dtype``."""
+        lo, hi = v.clip_bounds(dtype, self.eps)
+        return self.label_smoothing, lo, hi
+
+    def _shortcut(self, backend, dtype, y_true, y_pred, out, want_value, want_grad):
+        shortcut = getattr(backend, "cross_entropy_shortcut", None)
+        # The shortcut takes (n, C) predictions with the class axis last and no class weights.
+        if shortcut is None or self.class_weight is not None or self.axis not in (-1, 1):
+            return None
+        n_threads = resolve_n_threads(self.n_threads)
+        ignore_index = self.ignore_index if self._sparse else None
+        return shortcut(
+            y_true,
+            y_pred,
+            out,
+            self.reduction,
+            want_value,
+            want_grad,
+            n_threads,
+            self.from_logits,
+            self._sparse,
+            ignore_index,
+            *self._scalars(dtype),
         )
 
 
@@ -511,30 +579,6 @@ class CategoricalCrossEntropy(_CrossEntropyLoss):
         n = job.pred.shape[0]
         weight_sum = _weight_sum(job.weight, n)
         return weight_sum, n
-
-
-# Native-byte-order builtin dtypes are singletons, so ``is`` is an exact (and cheap) test.
-_F32, _F64, _I64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)
-
-
-def _fast_out(out: Any, y_true: np.ndarray, y_pred: np.ndarray) -> bool:
-    """Whether ``out`` is a valid gradient buffer by :func:`_validation.check_out`'s rules:
-    ``y_pred`` itself, or a separate writable C-contiguous aligned array of its shape and
-    dtype; in both cases overlapping no other input."""
-    if type(out) is not np.ndarray or not out.flags.writeable:
-        return False
-    if np.may_share_memory(out, y_true):
-        return False
-    if out is y_pred:
-        return True
-    flags = out.flags
-    return (
-        out.shape == y_pred.shape
-        and out.dtype is y_pred.dtype
-        and flags.c_contiguous
-        and flags.aligned
-        and not np.may_share_memory(out, y_pred)
-    )
 
 
 class SparseCategoricalCrossEntropy(_CrossEntropyLoss):
@@ -584,46 +628,6 @@ class SparseCategoricalCrossEntropy(_CrossEntropyLoss):
             **kwargs,
         )
         self.ignore_index = v.check_ignore_index(ignore_index)
-
-    def _fast_plan(self, y_true, y_pred, sample_weight, out):
-        # The training-loop call: (n, C) float logits or probabilities, int64 labels, no
-        # weights, nothing ignored, the result into a new array or over y_pred. Each check
-        # below is one the general path makes too; anything unusual goes there.
-        if (
-            sample_weight is not None
-            or self.class_weight is not None
-            or self.ignore_index is not None
-            or type(y_pred) is not np.ndarray
-            or type(y_true) is not np.ndarray
-            or y_pred.ndim != 2
-            or y_true.ndim != 1
-            or (y_pred.dtype is not _F32 and y_pred.dtype is not _F64)
-            or y_true.dtype is not _I64
-            or self.axis not in (-1, 1)
-            or (out is not None and not _fast_out(out, y_true, y_pred))
-        ):
-            return None
-        n, c = y_pred.shape
-        if y_true.shape[0] != n or c == 0 or n == 0:
-            return None
-        pf, lf = y_pred.flags, y_true.flags
-        if not (pf.c_contiguous and pf.aligned and lf.c_contiguous and lf.aligned):
-            return None
-        # One reduction checks 0 <= label < C: negative labels are huge as uint64. (A kernel
-        # cannot be left to check: with nothing ignored, its ignore_index is a sentinel that
-        # an unchecked label could equal.)
-        if y_true.view(np.uint64).max() >= c:
-            return None
-        lo, hi = v.clip_bounds(y_pred.dtype, self.eps)
-        job = CrossEntropyJob(
-            from_logits=self.from_logits,
-            pred=y_pred,
-            labels=y_true,
-            smoothing=self.label_smoothing,
-            clip_lo=lo,
-            clip_hi=hi,
-        )
-        return _Plan(job=job, pred=y_pred, loss_shape=(n,), weight_sum=float(n), count=n, axis=1)
 
     def _targets(self, job, y_true, pred, axis, sample_shape, last):
         n_classes = job.pred.shape[1]

@@ -1,7 +1,9 @@
 """Backend registry and selection.
 
-A backend is a module with a ``name`` and two functions, ``elementwise(job)`` and
-``cross_entropy(job)``, that follow the contract in :mod:`fastloss.backends._jobs`.
+A backend is a module with a ``name``, two functions, ``elementwise(job)`` and
+``cross_entropy(job)``, and two optional shortcuts, ``elementwise_shortcut`` and
+``cross_entropy_shortcut`` (absent or None where it has none), that follow the contract in
+:mod:`fastloss.backends._jobs`.
 Backends are imported lazily, on first use, so ``import fastloss`` never imports numba.
 
 Selection order for a call: the loss's ``backend=`` argument, else the innermost

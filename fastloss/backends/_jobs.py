@@ -39,6 +39,27 @@ what is stated here:
 The formulas (and the treatment of ±inf/NaN) are stated on each job class below and, with
 code, in the NumPy reference backend (:mod:`fastloss.backends.numpy`), which is the oracle
 the native backends are tested against.
+
+Shortcuts (optional)
+--------------------
+For a small batch, building and validating a job in Python costs several times the
+kernel. A backend may therefore also offer (optional: absent or None means none)
+
+``elementwise_shortcut(y_true, y_pred, out, reduction, want_value, want_grad, n_threads,
+kind, delta, smoothing, clip_lo, clip_hi)`` and ``cross_entropy_shortcut(y_true, y_pred,
+out, reduction, want_value, want_grad, n_threads, from_logits, sparse, ignore_index,
+smoothing, clip_lo, clip_hi)``
+
+(all positional, the options as in the jobs, ``n_threads`` resolved), which the public layer
+calls first for a call without ``sample_weight``, ``pos_weight`` or ``class_weight`` (and,
+for cross-entropy, the class axis last). A shortcut takes the user's arrays as they are:
+when the call is canonical — plain C-contiguous aligned native float32/float64 arrays of
+the required shapes, labels int64 and in range, ``out`` ``y_pred`` itself or a separate
+buffer of its shape and dtype overlapping no input, at least one element (or kept sample) —
+it allocates what is needed, runs the same kernel as the job entry and returns
+``(value, grad)`` exactly as the general path would (bitwise); otherwise it returns None
+and must not raise, write or allocate anything the caller sees: the general path then
+validates the call, and words any error.
 """
 
 from __future__ import annotations

@@ -73,6 +73,17 @@ isa, kernels = _load_kernels()
 # of a small job is part of the speed targets).
 elementwise: Callable[[ElementwiseJob], float] = kernels.elementwise
 cross_entropy: Callable[[CrossEntropyJob], float] = kernels.cross_entropy
+# A canonical call without weights in one compiled function (see fastloss.backends._jobs).
+elementwise_shortcut: Callable[..., tuple | None] = kernels.elementwise_shortcut
+cross_entropy_shortcut: Callable[..., tuple | None] = kernels.cross_entropy_shortcut
 
 
-__all__ = ["cross_entropy", "elementwise", "isa", "kernels", "name"]
+__all__ = [
+    "cross_entropy",
+    "cross_entropy_shortcut",
+    "elementwise",
+    "elementwise_shortcut",
+    "isa",
+    "kernels",
+    "name",
+]

@@ -172,15 +172,55 @@ cdef double _ew_dispatch(const Loss* prm, const EWArrays* a, bint f32, double* s
     return _ew_run(prm, &with_grad, a, d, sums)
 
 
-def elementwise(job):
-    """Run an :class:`~fastloss.backends._jobs.ElementwiseJob`; returns Σ w·l as a float."""
-    cdef EWArrays a
+cdef double _ew_call(str kind, EWArrays* a, bint f32, double delta, double smoothing,
+                     double clip_lo, double clip_hi, object n_threads) except? -1:
+    """Run loss ``kind`` over ``a`` (its thread count is set here); returns Σ w·l. Shared by
+    :func:`elementwise` and :func:`elementwise_shortcut`."""
     cdef Squared squared
     cdef Absolute absolute
     cdef Huber huber
     cdef BceLogits bce_logits
     cdef BceProb bce_prob
-    cdef str kind = job.kind
+    cdef Py_ssize_t nb = (a.n + EW_BLOCK - 1) // EW_BLOCK
+    a.n_threads = _threads(n_threads, a.n,
+                           SERIAL_BELOW if kind.startswith("bce") else SERIAL_BELOW_CHEAP, nb)
+    cdef double total
+    cdef double sums_small[8]
+    cdef double* sums = <double*>sums_small if nb <= 8 else <double*>malloc(nb * sizeof(double))
+    if sums == NULL:
+        raise MemoryError()
+    try:
+        if kind == "squared":
+            with nogil:
+                total = _ew_dispatch(&squared, a, f32, sums)
+        elif kind == "absolute":
+            with nogil:
+                total = _ew_dispatch(&absolute, a, f32, sums)
+        elif kind == "huber":
+            huber.delta = delta
+            with nogil:
+                total = _ew_dispatch(&huber, a, f32, sums)
+        elif kind == "bce_logits":
+            bce_logits.smoothing = smoothing
+            with nogil:
+                total = _ew_dispatch(&bce_logits, a, f32, sums)
+        elif kind == "bce_prob":
+            bce_prob.smoothing = smoothing
+            bce_prob.lo = clip_lo
+            bce_prob.hi = clip_hi
+            with nogil:
+                total = _ew_dispatch(&bce_prob, a, f32, sums)
+        else:
+            raise ValueError(f"unknown elementwise kind {kind!r}")
+    finally:
+        if sums != sums_small:
+            free(sums)
+    return total
+
+
+def elementwise(job):
+    """Run an :class:`~fastloss.backends._jobs.ElementwiseJob`; returns Σ w·l as a float."""
+    cdef EWArrays a
     cdef object pred = job.pred
     if not cnp.PyArray_Check(pred) or cnp.PyArray_NDIM(<cnp.ndarray>pred) != 1:
         raise ValueError("pred must be a 1-D NumPy array")
@@ -197,42 +237,8 @@ def elementwise(job):
     a.grad = _data(job.grad_out, "grad_out", typenum, 1, n, 0, True, True)
     a.loss_out = _data(job.loss_out, "loss_out", typenum, 1, n, 0, True, True)
     a.scale = job.scale
-    cdef Py_ssize_t nb = (n + EW_BLOCK - 1) // EW_BLOCK
-    a.n_threads = _threads(job.n_threads, n,
-                           SERIAL_BELOW if kind.startswith("bce") else SERIAL_BELOW_CHEAP, nb)
-    cdef bint f32 = typenum == cnp.NPY_FLOAT32
-    cdef double total
-    cdef double sums_small[8]
-    cdef double* sums = <double*>sums_small if nb <= 8 else <double*>malloc(nb * sizeof(double))
-    if sums == NULL:
-        raise MemoryError()
-    try:
-        if kind == "squared":
-            with nogil:
-                total = _ew_dispatch(&squared, &a, f32, sums)
-        elif kind == "absolute":
-            with nogil:
-                total = _ew_dispatch(&absolute, &a, f32, sums)
-        elif kind == "huber":
-            huber.delta = job.delta
-            with nogil:
-                total = _ew_dispatch(&huber, &a, f32, sums)
-        elif kind == "bce_logits":
-            bce_logits.smoothing = job.smoothing
-            with nogil:
-                total = _ew_dispatch(&bce_logits, &a, f32, sums)
-        elif kind == "bce_prob":
-            bce_prob.smoothing = job.smoothing
-            bce_prob.lo = job.clip_lo
-            bce_prob.hi = job.clip_hi
-            with nogil:
-                total = _ew_dispatch(&bce_prob, &a, f32, sums)
-        else:
-            raise ValueError(f"unknown elementwise kind {kind!r}")
-    finally:
-        if sums != sums_small:
-            free(sums)
-    return total
+    return _ew_call(job.kind, &a, typenum == cnp.NPY_FLOAT32, job.delta, job.smoothing,
+                    job.clip_lo, job.clip_hi, job.n_threads)
 
 
 # ---- cross-entropy --------------------------------------------------------------------------
@@ -335,47 +341,21 @@ cdef void _fill_kappa(void* out, const double* class_weight, Py_ssize_t C, bint 
             (<double*>out)[j] = 1 if class_weight == NULL else class_weight[j]
 
 
-def cross_entropy(job):
-    """Run a :class:`~fastloss.backends._jobs.CrossEntropyJob`; returns Σ w·l as a float."""
-    cdef CEParams p
-    cdef CEArrays a
-    cdef object pred = job.pred
-    if not cnp.PyArray_Check(pred) or cnp.PyArray_NDIM(<cnp.ndarray>pred) != 2:
-        raise ValueError("pred must be a 2-D NumPy array")
-    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>pred)
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        raise ValueError(f"pred must be float32 or float64, got {pred.dtype}")
+cdef double _ce_call(CEParams* p, CEArrays* a, int typenum, const double* class_weight,
+                     object n_threads) except? -1:
+    """Run the cross-entropy whose arrays and options ``p`` and ``a`` hold (the blocking, the
+    thread count, streaming and Σκ are set here); returns Σ w·l. Shared by
+    :func:`cross_entropy` and :func:`cross_entropy_shortcut`."""
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
-    cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray>pred, 0)
-    cdef Py_ssize_t C = cnp.PyArray_DIM(<cnp.ndarray>pred, 1)
-    if C < 1:
-        raise ValueError("pred must have at least one class")
-    p.n = n
-    p.C = C
+    cdef Py_ssize_t n = p.n, C = p.C
     p.rows_per_block = max(1, CE_BLOCK // C)
-    a.from_logits = job.from_logits
-    a.pred = _data(pred, "pred", typenum, 2, n, C, False, False)
-    p.labels = <const long long*>_data(job.labels, "labels", cnp.NPY_INT64, 1, n, 0, False, True)
-    a.target = _data(job.target, "target", typenum, 2, n, C, False, True)
-    if (p.labels == NULL) == (a.target == NULL):
-        raise ValueError("exactly one of labels and target must be given")
-    p.ignore_index = job.ignore_index
-    p.weight = <const double*>_data(job.weight, "weight", cnp.NPY_FLOAT64, 1, n, 0, False, True)
-    cdef const double* class_weight = <const double*>_data(
-        job.class_weight, "class_weight", cnp.NPY_FLOAT64, 1, C, 0, False, True)
-    p.smoothing = job.smoothing
-    p.lo = job.clip_lo
-    p.hi = job.clip_hi
-    p.scale = job.scale
-    a.grad = _data(job.grad_out, "grad_out", typenum, 2, n, C, True, True)
-    a.loss_out = _data(job.loss_out, "loss_out", typenum, 1, n, 0, True, True)
     # A separate gradient far larger than the caches is written with streaming stores (no
     # read of its old contents: a third less memory traffic); smaller ones stay cached for
     # the caller. In place, the lines are in cache already.
     p.stream = (a.from_logits and a.grad != NULL and a.grad != a.pred
-                and n * C * cnp.PyArray_ITEMSIZE(<cnp.ndarray>pred) >= STREAM_ABOVE)
+                and n * C * (4 if f32 else 8) >= STREAM_ABOVE)
     cdef Py_ssize_t nb = (n + p.rows_per_block - 1) // p.rows_per_block
-    a.n_threads = _threads(job.n_threads, n * C, SERIAL_BELOW, nb)
+    a.n_threads = _threads(n_threads, n * C, SERIAL_BELOW, nb)
     cdef Py_ssize_t j
     p.kappa_sum = 0
     if class_weight == NULL:
@@ -394,7 +374,7 @@ def cross_entropy(job):
             raise MemoryError()
         with nogil:
             _fill_kappa(a.kappa, class_weight, C, f32)
-            total = _ce_dispatch(&p, &a, f32, sums, bad)
+            total = _ce_dispatch(p, a, f32, sums, bad)
             for j in range(nb):
                 if bad[j] > status:
                     status = bad[j]
@@ -407,6 +387,252 @@ def cross_entropy(job):
     if status == 1:
         raise ValueError(f"labels must lie in [0, {C}) or equal ignore_index={p.ignore_index}")
     return total
+
+
+def cross_entropy(job):
+    """Run a :class:`~fastloss.backends._jobs.CrossEntropyJob`; returns Σ w·l as a float."""
+    cdef CEParams p
+    cdef CEArrays a
+    cdef object pred = job.pred
+    if not cnp.PyArray_Check(pred) or cnp.PyArray_NDIM(<cnp.ndarray>pred) != 2:
+        raise ValueError("pred must be a 2-D NumPy array")
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>pred)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        raise ValueError(f"pred must be float32 or float64, got {pred.dtype}")
+    cdef Py_ssize_t n = cnp.PyArray_DIM(<cnp.ndarray>pred, 0)
+    cdef Py_ssize_t C = cnp.PyArray_DIM(<cnp.ndarray>pred, 1)
+    if C < 1:
+        raise ValueError("pred must have at least one class")
+    p.n = n
+    p.C = C
+    a.from_logits = job.from_logits
+    a.pred = _data(pred, "pred", typenum, 2, n, C, False, False)
+    p.labels = <const long long*>_data(job.labels, "labels", cnp.NPY_INT64, 1, n, 0, False, True)
+    a.target = _data(job.target, "target", typenum, 2, n, C, False, True)
+    if (p.labels == NULL) == (a.target == NULL):
+        raise ValueError("exactly one of labels and target must be given")
+    p.ignore_index = job.ignore_index
+    p.weight = <const double*>_data(job.weight, "weight", cnp.NPY_FLOAT64, 1, n, 0, False, True)
+    cdef const double* class_weight = <const double*>_data(
+        job.class_weight, "class_weight", cnp.NPY_FLOAT64, 1, C, 0, False, True)
+    p.smoothing = job.smoothing
+    p.lo = job.clip_lo
+    p.hi = job.clip_hi
+    p.scale = job.scale
+    a.grad = _data(job.grad_out, "grad_out", typenum, 2, n, C, True, True)
+    a.loss_out = _data(job.loss_out, "loss_out", typenum, 1, n, 0, True, True)
+    return _ce_call(&p, &a, typenum, class_weight, job.n_threads)
+
+
+# ---- shortcuts: a whole canonical call in one compiled function -----------------------------
+#
+# A training loop calls a loss with the same canonical arrays every step; building a job and
+# validating it in Python costs several times the kernel of a small batch. A shortcut takes
+# the user's arrays and the loss's options, checks that the call is one the general path
+# would pass on unchanged (every check below is one that path makes too, made stricter),
+# allocates the outputs, runs the same kernel as the job entry and returns (value, grad).
+# Where anything is unusual it returns None and the Python layer takes the general path,
+# which accepts the call or words the error: a shortcut never raises for a bad argument.
+
+cdef object _F32 = np.dtype(np.float32)
+cdef object _F64 = np.dtype(np.float64)
+cdef object _I64 = np.dtype(np.int64)
+
+
+cdef inline bint _plain(object arr, object dtype):
+    """Whether ``arr`` is a NumPy array (not a subclass) of the native-order builtin ``dtype``
+    (native builtin dtypes are singletons), C-contiguous and aligned: an array the general
+    path would hand a kernel as it is."""
+    if not cnp.PyArray_CheckExact(arr):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>arr
+    return (<object>cnp.PyArray_DESCR(a) is dtype and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_ISALIGNED(a))
+
+
+cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b):
+    cdef int k, nd = cnp.PyArray_NDIM(a)
+    if cnp.PyArray_NDIM(b) != nd:
+        return False
+    for k in range(nd):
+        if cnp.PyArray_DIM(a, k) != cnp.PyArray_DIM(b, k):
+            return False
+    return True
+
+
+cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
+    """Whether the bytes of two C-contiguous arrays overlap (``np.may_share_memory``)."""
+    cdef const char* a0 = cnp.PyArray_BYTES(a)
+    cdef const char* b0 = cnp.PyArray_BYTES(b)
+    return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
+
+
+cdef object _gradient(object out, cnp.ndarray y_true, cnp.ndarray pred):
+    """The gradient buffer: a new array, or ``out`` where it follows
+    ``_validation.check_out``'s rules in their strict form (``y_pred`` itself, or a separate
+    writable C-contiguous aligned array of ``y_pred``'s exact shape and dtype; neither
+    overlapping ``y_true``); None (decline) for any other ``out``."""
+    if out is None:
+        return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(pred), cnp.PyArray_DIMS(pred),
+                                 cnp.PyArray_TYPE(pred), 0)
+    if not cnp.PyArray_CheckExact(out) or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+        return None
+    cdef cnp.ndarray o = <cnp.ndarray>out
+    if out is not pred and not (_plain(out, <object>cnp.PyArray_DESCR(pred))
+                                and _same_shape(o, pred) and not _overlap(o, pred)):
+        return None
+    if _overlap(o, y_true):
+        return None
+    return out
+
+
+cdef inline int _unweighted(str reduction) noexcept:
+    """1 if ``reduction`` divides by the number of (kept) samples, 0 if it divides by 1, -1
+    for an unknown one. Without any weight, "mean" (Σ w·l / Σ w) and
+    "sum_over_batch_size" (Σ w·l / count) both divide by the count."""
+    if reduction == "mean" or reduction == "sum_over_batch_size":
+        return 1
+    if reduction == "sum" or reduction == "none":
+        return 0
+    return -1
+
+
+cdef Py_ssize_t _count_labels(const long long* labels, Py_ssize_t n, Py_ssize_t C,
+                              bint ignoring, long long ignore_index) noexcept nogil:
+    """How many labels are not ``ignore_index`` (when ``ignoring``), or -1 if any other lies
+    outside [0, C) (as unsigned, a negative label is huge). No early exit: the loops
+    vectorise."""
+    cdef Py_ssize_t i, kept = 0
+    cdef unsigned long long c = <unsigned long long>C
+    cdef unsigned long long label
+    cdef int bad = 0, skip
+    if not ignoring:
+        for i in range(n):
+            bad |= <unsigned long long>labels[i] >= c
+        return -1 if bad else n
+    for i in range(n):
+        skip = labels[i] == ignore_index
+        bad |= (skip ^ 1) & (<unsigned long long>labels[i] >= c)
+        kept += skip ^ 1
+    return -1 if bad else kept
+
+
+def elementwise_shortcut(y_true, y_pred, out, str reduction, bint want_value, bint want_grad,
+                         object n_threads, str kind, double delta, double smoothing,
+                         double clip_lo, double clip_hi):
+    """``(value, grad)`` of an elementwise loss ``kind`` without sample or positive-class
+    weights, or None where the call is not canonical: ``y_pred`` float32/float64 with
+    ``ndim >= 1`` and at least one element, ``y_true`` of its exact shape and dtype, both
+    plain C-contiguous aligned arrays; ``out`` as in :func:`_gradient`.
+
+    ``reduction`` is the loss's; ``want_value``/``want_grad`` what the caller uses (no
+    per-element losses or gradient are made otherwise); ``n_threads`` resolved; the rest are
+    :class:`~fastloss.backends._jobs.ElementwiseJob`'s fields. ``grad`` is None when not
+    wanted, ``value`` is ``Σ l / n`` or ``Σ l`` (a float), or the losses in ``y_pred``'s
+    shape for ``"none"``.
+    """
+    cdef EWArrays a
+    cdef int divide = _unweighted(reduction)
+    if not cnp.PyArray_CheckExact(y_pred) or divide < 0:
+        return None
+    cdef cnp.ndarray pred = <cnp.ndarray>y_pred
+    cdef object dtype = <object>cnp.PyArray_DESCR(pred)
+    if ((dtype is not _F32 and dtype is not _F64) or not _plain(y_pred, dtype)
+            or cnp.PyArray_NDIM(pred) < 1 or cnp.PyArray_SIZE(pred) == 0
+            or not _plain(y_true, dtype) or not _same_shape(<cnp.ndarray>y_true, pred)):
+        return None
+    cdef object grad = None, losses = None
+    if want_grad:
+        grad = _gradient(out, <cnp.ndarray>y_true, pred)
+        if grad is None:
+            return None
+    cdef bint none = reduction == "none"
+    if none and want_value:
+        losses = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(pred), cnp.PyArray_DIMS(pred),
+                                   cnp.PyArray_TYPE(pred), 0)
+    a.n = cnp.PyArray_SIZE(pred)
+    cdef double norm = <double>a.n if divide else 1.0
+    a.pred = cnp.PyArray_DATA(pred)
+    a.target = cnp.PyArray_DATA(<cnp.ndarray>y_true)
+    a.weight = NULL
+    a.pos_weight = NULL
+    a.grad = NULL if grad is None else cnp.PyArray_DATA(<cnp.ndarray>grad)
+    a.loss_out = NULL if losses is None else cnp.PyArray_DATA(<cnp.ndarray>losses)
+    a.scale = 1.0 / norm
+    cdef double total = _ew_call(kind, &a, dtype is _F32, delta, smoothing, clip_lo, clip_hi,
+                                 n_threads)
+    return (losses if losses is not None else total / norm), grad
+
+
+def cross_entropy_shortcut(y_true, y_pred, out, str reduction, bint want_value, bint want_grad,
+                           object n_threads, bint from_logits, bint sparse, object ignore_index,
+                           double smoothing, double clip_lo, double clip_hi):
+    """``(value, grad)`` of a cross-entropy without sample or class weights, or None where the
+    call is not canonical: ``y_pred`` a float32/float64 ``(n, C)`` array with ``n, C >= 1``,
+    ``y_true`` int64 labels ``(n,)`` (``sparse``) each in ``[0, C)`` or equal to
+    ``ignore_index`` (when not None), with at least one not ignored, or targets of
+    ``y_pred``'s exact shape and dtype; all plain C-contiguous aligned arrays; ``out`` as in
+    :func:`_gradient`.
+
+    The arguments and results are those of :func:`elementwise_shortcut` (``value`` divides
+    by the number of kept samples; ``"none"`` gives ``(n,)`` losses), the options those of
+    :class:`~fastloss.backends._jobs.CrossEntropyJob`.
+    """
+    cdef CEParams p
+    cdef CEArrays a
+    cdef int divide = _unweighted(reduction)
+    if not cnp.PyArray_CheckExact(y_pred) or divide < 0:
+        return None
+    cdef cnp.ndarray pred = <cnp.ndarray>y_pred
+    cdef object dtype = <object>cnp.PyArray_DESCR(pred)
+    if ((dtype is not _F32 and dtype is not _F64) or not _plain(y_pred, dtype)
+            or cnp.PyArray_NDIM(pred) != 2):
+        return None
+    cdef Py_ssize_t n = cnp.PyArray_DIM(pred, 0)
+    cdef Py_ssize_t C = cnp.PyArray_DIM(pred, 1)
+    cdef Py_ssize_t kept = n
+    cdef bint ignoring = ignore_index is not None
+    cdef long long ignore = -1   # the job's "nothing ignored": never a valid label
+    if n == 0 or C == 0:
+        return None
+    p.labels = NULL
+    a.target = NULL
+    if sparse:
+        if (not _plain(y_true, _I64) or cnp.PyArray_NDIM(<cnp.ndarray>y_true) != 1
+                or cnp.PyArray_DIM(<cnp.ndarray>y_true, 0) != n):
+            return None
+        if ignoring:
+            ignore = ignore_index
+        p.labels = <const long long*>cnp.PyArray_DATA(<cnp.ndarray>y_true)
+        kept = _count_labels(p.labels, n, C, ignoring, ignore)
+        if kept <= 0:   # a bad label (the general path names it), or everything ignored
+            return None
+    else:
+        if not _plain(y_true, dtype) or not _same_shape(<cnp.ndarray>y_true, pred):
+            return None
+        a.target = cnp.PyArray_DATA(<cnp.ndarray>y_true)
+    cdef object grad = None, losses = None
+    if want_grad:
+        grad = _gradient(out, <cnp.ndarray>y_true, pred)
+        if grad is None:
+            return None
+    if want_value and reduction == "none":
+        losses = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(pred), cnp.PyArray_TYPE(pred), 0)
+    cdef double norm = <double>kept if divide else 1.0
+    p.n = n
+    p.C = C
+    p.ignore_index = ignore
+    p.weight = NULL
+    p.smoothing = smoothing
+    p.lo = clip_lo
+    p.hi = clip_hi
+    p.scale = 1.0 / norm
+    a.from_logits = from_logits
+    a.pred = cnp.PyArray_DATA(pred)
+    a.grad = NULL if grad is None else cnp.PyArray_DATA(<cnp.ndarray>grad)
+    a.loss_out = NULL if losses is None else cnp.PyArray_DATA(<cnp.ndarray>losses)
+    cdef double total = _ce_call(&p, &a, cnp.PyArray_TYPE(pred), NULL, n_threads)
+    return (losses if losses is not None else total / norm), grad
 
 
 # ---- introspection and test helpers ---------------------------------------------------------

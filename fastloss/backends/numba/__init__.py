@@ -28,7 +28,18 @@ from ._runtime import FastlossNumbaWarning
 
 name = "numba"
 
-__all__ = ["FastlossNumbaWarning", "cross_entropy", "elementwise", "name", "warmup"]
+# No shortcuts (see fastloss.backends._jobs): every call builds a job.
+elementwise_shortcut = cross_entropy_shortcut = None
+
+__all__ = [
+    "FastlossNumbaWarning",
+    "cross_entropy",
+    "cross_entropy_shortcut",
+    "elementwise",
+    "elementwise_shortcut",
+    "name",
+    "warmup",
+]
 
 
 def _signatures():
@@ -60,8 +71,12 @@ def warmup(verbose: bool = False, processes: int | None = None) -> int:
     """
     signatures = _signatures()
     if processes is None:
-        processes = min(len(signatures), len(os.sched_getaffinity(0))
-                        if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+        processes = min(
+            len(signatures),
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1),
+        )
     if _runtime.CACHE and processes > 1 and not _all_cached(signatures):
         # (compiling in workers pays off only for what is not on disk yet)
         import concurrent.futures

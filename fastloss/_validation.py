@@ -18,6 +18,23 @@ _INT64 = np.iinfo(np.int64)
 # --------------------------------------------------------------------------- options
 
 
+def is_int(value: object) -> bool:
+    """Whether ``value`` is an integer (any ``numbers.Integral``) and not a bool. The exact
+    type is tested first: the ABC test costs ~0.5 µs, most of building a loss."""
+    return type(value) is int or (
+        not isinstance(value, bool) and isinstance(value, numbers.Integral)
+    )
+
+
+def is_real(value: object) -> bool:
+    """Whether ``value`` is a real number (any ``numbers.Real``) and not a bool."""
+    return (
+        type(value) is float
+        or type(value) is int
+        or (not isinstance(value, bool) and isinstance(value, numbers.Real))
+    )
+
+
 def check_reduction(reduction: object) -> str:
     if reduction not in REDUCTIONS:
         raise ValueError(
@@ -29,7 +46,7 @@ def check_reduction(reduction: object) -> str:
 def check_n_threads(n_threads: object) -> int | None:
     if n_threads is None:
         return None
-    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
+    if not is_int(n_threads):
         raise TypeError(f"n_threads must be None or an int >= 1, got {n_threads!r}")
     if n_threads < 1:
         raise ValueError(f"n_threads must be None or an int >= 1, got {n_threads!r}")
@@ -44,7 +61,7 @@ def check_bool(value: object, name: str) -> bool:
 
 def check_float(value: object, name: str, low: float, high: float, *, closed_low: bool) -> float:
     """A real number in ``[low, high)`` (``closed_low``) or ``(low, high)``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         v = float(value)
@@ -67,7 +84,7 @@ def check_axis(axis: int, ndim: int) -> int:
 def check_ignore_index(value: object) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not is_int(value):
         raise TypeError(f"ignore_index must be None or an int, got {value!r}")
     if not _INT64.min <= value <= _INT64.max:
         raise ValueError(f"ignore_index must fit in int64, got {value!r}")

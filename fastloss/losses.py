@@ -8,7 +8,6 @@ a loss is created; arrays are validated and canonicalised on every call, once, h
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar
@@ -477,7 +476,7 @@ class _CrossEntropyLoss(Loss):
                 "class_weight must be 1-D (one entry per class), "
                 f"got shape {self.class_weight.shape}"
             )
-        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        if not v.is_int(axis):
             raise TypeError(f"axis must be an int, got {axis!r}")
         self.axis = int(axis)  # its range is checked against each y_pred
         self.eps = v.check_float(eps, "eps", 0.0, 0.5, closed_low=False)

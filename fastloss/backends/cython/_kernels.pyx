@@ -11,7 +11,10 @@ loops) and ``_fastmath.h`` (exp/log/log1p, lane-wise sums). This module
   runs the blocks with ``prange(num_threads=job.n_threads)`` with the GIL released, or on
   the calling thread for small inputs, and
 * adds the block sums in block order, so the result is bitwise the same for any thread
-  count.
+  count;
+* offers shortcuts (``elementwise_shortcut``, ``cross_entropy_shortcut``): a canonical call
+  without weights checked, allocated and run in one compiled function, with the user's
+  arrays and the loss's options instead of a job (see the contract's "Shortcuts").
 
 Kernel arguments never depend on the thread count either: a block is computed the same
 way whichever thread runs it.

@@ -55,8 +55,9 @@ class _Plan:
 class Loss:
     """Base class: the reduction, the backend and the thread count, and the three calls.
 
-    Subclasses implement ``_plan`` (validate arrays, build the backend job) and state their
-    options in ``_options``.
+    Subclasses implement ``_plan`` (validate arrays, build the backend job), may implement
+    ``_shortcut`` (hand a call to the backend's compiled shortcut, which declines what is not
+    canonical) and state their options in ``_options``.
 
     >>> loss = fastloss.get("mse", reduction="sum")
     >>> isinstance(loss, fastloss.Loss), loss([0.0, 0.0], [1.0, 2.0])

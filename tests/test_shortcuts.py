@@ -1,5 +1,6 @@
-"""The Cython backend's shortcuts (a canonical unweighted call checked, allocated and run by
-one compiled function, see "Shortcuts" in fastloss.backends._jobs).
+"""The backends' shortcuts (a canonical unweighted call checked, allocated and run in one go,
+see "Shortcuts" in fastloss.backends._jobs): compiled in the Cython backend, the Python
+checks of fastloss.backends._shortcut around the job entries in the Numba backend.
 
 * Where a call is canonical the shortcut takes it, and its result is bitwise the general
   path's, for every loss, option, dtype, reduction, entry point, ``out`` form and thread
@@ -20,18 +21,25 @@ from _cases import REDUCTIONS, make_case, make_loss
 import fastloss
 from fastloss.backends import get_backend
 
-pytestmark = pytest.mark.skipif(
-    "cython" not in fastloss.available_backends(), reason="the Cython backend is not built"
-)
+#: The backends that offer shortcuts (the NumPy reference has none: every call builds a job).
+WITH_SHORTCUTS = ("cython", "numba")
 
 SHORTCUTS = ("elementwise_shortcut", "cross_entropy_shortcut")
 
 
+@pytest.fixture(params=WITH_SHORTCUTS)
+def b(request):
+    """The name of a backend with shortcuts (skipped where it is not available)."""
+    if request.param not in fastloss.available_backends():
+        pytest.skip(f"the {request.param} backend is not available")
+    return request.param
+
+
 @pytest.fixture
-def shortcuts(monkeypatch):
+def shortcuts(monkeypatch, b):
     """Spies on the shortcuts: ``calls`` records, per call, whether it took the call (True) or
     declined (False); ``general()`` is a context in which there are none."""
-    module = get_backend("cython")
+    module = get_backend(b)
     calls: list[bool] = []
 
     def spy(real):
@@ -118,7 +126,7 @@ def _ids(cases):
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize(("name", "opts"), CANONICAL, ids=_ids(CANONICAL))
 def test_shortcut_is_taken_and_bitwise_equal_to_the_general_path(
-    shortcuts, name, opts, size, dtype, rng
+    shortcuts, b, name, opts, size, dtype, rng
 ):
     if size == "wide" and name not in ("cce", "sparse_cce"):
         pytest.skip("the wide case is for cross-entropy")
@@ -129,7 +137,7 @@ def test_shortcut_is_taken_and_bitwise_equal_to_the_general_path(
     y_pred = _with_specials(name, y_pred, rng)
     for reduction in REDUCTIONS:
         for n_threads in (1, 3) if size in ("big", "wide") else (None,):
-            loss = make_loss(name, opts, reduction=reduction, backend="cython", n_threads=n_threads)
+            loss = make_loss(name, opts, reduction=reduction, backend=b, n_threads=n_threads)
             for entry in ("value", "grad", "value_and_grad"):
                 for out in ("new", "buffer", "in place") if entry != "value" else ("new",):
                     where = (reduction, n_threads, entry, out)
@@ -171,8 +179,8 @@ class _Sub(np.ndarray):
     pass
 
 
-def _sparse(**opts):
-    return fastloss.SparseCategoricalCrossEntropy(from_logits=True, backend="cython", **opts)
+def _sparse(b, **opts):
+    return fastloss.SparseCategoricalCrossEntropy(from_logits=True, backend=b, **opts)
 
 
 def _labels(n=64, c=10):
@@ -202,66 +210,78 @@ def _overlapping_labels():
 # ("not called"). Every case must end as on the general path (result or error).
 FALLBACKS = {
     # labels
-    "labels int32": (lambda: (_sparse(), _labels().astype(np.int32), _logits(), {}), "declined"),
-    "labels (n, 1)": (lambda: (_sparse(), _labels()[:, None], _logits(), {}), "declined"),
-    "labels strided": (lambda: (_sparse(), _labels(128)[::2], _logits(), {}), "declined"),
-    "labels big-endian": (lambda: (_sparse(), _labels().astype(">i8"), _logits(), {}), "declined"),
-    "labels misaligned": (lambda: (_sparse(), _misaligned(_labels()), _logits(), {}), "declined"),
-    "labels list": (lambda: (_sparse(), _labels().tolist(), _logits(), {}), "declined"),
-    "label == C": (lambda: (_sparse(), _bad_label(10), _logits(), {}), "declined"),
-    "label -1": (lambda: (_sparse(), _bad_label(-1), _logits(), {}), "declined"),
+    "labels int32": (lambda b: (_sparse(b), _labels().astype(np.int32), _logits(), {}), "declined"),
+    "labels (n, 1)": (lambda b: (_sparse(b), _labels()[:, None], _logits(), {}), "declined"),
+    "labels strided": (lambda b: (_sparse(b), _labels(128)[::2], _logits(), {}), "declined"),
+    "labels big-endian": (
+        lambda b: (_sparse(b), _labels().astype(">i8"), _logits(), {}),
+        "declined",
+    ),
+    "labels misaligned": (
+        lambda b: (_sparse(b), _misaligned(_labels()), _logits(), {}),
+        "declined",
+    ),
+    "labels list": (lambda b: (_sparse(b), _labels().tolist(), _logits(), {}), "declined"),
+    "label == C": (lambda b: (_sparse(b), _bad_label(10), _logits(), {}), "declined"),
+    "label -1": (lambda b: (_sparse(b), _bad_label(-1), _logits(), {}), "declined"),
     "label -100, nothing ignored": (
-        lambda: (_sparse(), _bad_label(-100), _logits(), {}),
+        lambda b: (_sparse(b), _bad_label(-100), _logits(), {}),
         "declined",
     ),
     "label -1, -100 ignored": (
-        lambda: (_sparse(ignore_index=-100), _bad_label(-1), _logits(), {}),
+        lambda b: (_sparse(b, ignore_index=-100), _bad_label(-1), _logits(), {}),
         "declined",
     ),
-    "label huge": (lambda: (_sparse(), _bad_label(2**62), _logits(), {}), "declined"),
+    "label huge": (lambda b: (_sparse(b), _bad_label(2**62), _logits(), {}), "declined"),
     "everything ignored": (
-        lambda: (_sparse(ignore_index=-100), np.full(64, -100), _logits(), {}),
+        lambda b: (_sparse(b, ignore_index=-100), np.full(64, -100), _logits(), {}),
         "declined",
     ),
-    "labels of another length": (lambda: (_sparse(), _labels(63), _logits(), {}), "declined"),
+    "labels of another length": (lambda b: (_sparse(b), _labels(63), _logits(), {}), "declined"),
     # predictions
     "y_pred Fortran": (
-        lambda: (_sparse(), _labels(), np.asfortranarray(_logits()), {}),
+        lambda b: (_sparse(b), _labels(), np.asfortranarray(_logits()), {}),
         "declined",
     ),
-    "y_pred strided": (lambda: (_sparse(), _labels(), _logits(c=20)[:, ::2], {}), "declined"),
-    "y_pred misaligned": (lambda: (_sparse(), _labels(), _misaligned(_logits()), {}), "declined"),
+    "y_pred strided": (lambda b: (_sparse(b), _labels(), _logits(c=20)[:, ::2], {}), "declined"),
+    "y_pred misaligned": (
+        lambda b: (_sparse(b), _labels(), _misaligned(_logits()), {}),
+        "declined",
+    ),
     "y_pred 3-D": (
-        lambda: (_sparse(), _labels().reshape(4, 16), _logits().reshape(4, 16, 10), {}),
+        lambda b: (_sparse(b), _labels().reshape(4, 16), _logits().reshape(4, 16, 10), {}),
         "declined",
     ),
-    "y_pred 1-D": (lambda: (_sparse(), np.int64(3), _logits()[0], {}), "declined"),
-    "no samples": (lambda: (_sparse(), _labels(0), _logits(0), {}), "declined"),
-    "no classes": (lambda: (_sparse(), _labels(), _logits(c=0), {}), "declined"),
+    "y_pred 1-D": (lambda b: (_sparse(b), np.int64(3), _logits()[0], {}), "declined"),
+    "no samples": (lambda b: (_sparse(b), _labels(0), _logits(0), {}), "declined"),
+    "no classes": (lambda b: (_sparse(b), _labels(), _logits(c=0), {}), "declined"),
     "y_pred float16": (
-        lambda: (_sparse(), _labels(), _logits().astype(np.float16), {}),
+        lambda b: (_sparse(b), _labels(), _logits().astype(np.float16), {}),
         "not called",
     ),
     "y_pred big-endian": (
-        lambda: (_sparse(), _labels(), _logits().astype(">f4"), {}),
+        lambda b: (_sparse(b), _labels(), _logits().astype(">f4"), {}),
         "not called",
     ),
-    "y_pred subclass": (lambda: (_sparse(), _labels(), _logits().view(_Sub), {}), "not called"),
-    "y_pred list": (lambda: (_sparse(), _labels(), _logits().tolist(), {}), "not called"),
-    "y_pred int": (lambda: (_sparse(), _labels(), _labels(640).reshape(64, 10), {}), "not called"),
+    "y_pred subclass": (lambda b: (_sparse(b), _labels(), _logits().view(_Sub), {}), "not called"),
+    "y_pred list": (lambda b: (_sparse(b), _labels(), _logits().tolist(), {}), "not called"),
+    "y_pred int": (
+        lambda b: (_sparse(b), _labels(), _labels(640).reshape(64, 10), {}),
+        "not called",
+    ),
     # options the shortcut does not take
     "sample_weight": (
-        lambda: (_sparse(), _labels(), _logits(), {"sample_weight": np.ones(64)}),
+        lambda b: (_sparse(b), _labels(), _logits(), {"sample_weight": np.ones(64)}),
         "not called",
     ),
     "class_weight": (
-        lambda: (_sparse(class_weight=np.ones(10)), _labels(), _logits(), {}),
+        lambda b: (_sparse(b, class_weight=np.ones(10)), _labels(), _logits(), {}),
         "not called",
     ),
-    "axis 0": (lambda: (_sparse(axis=0), _labels(10), _logits(), {}), "not called"),
+    "axis 0": (lambda b: (_sparse(b, axis=0), _labels(10), _logits(), {}), "not called"),
     "pos_weight": (
-        lambda: (
-            fastloss.BinaryCrossEntropy(pos_weight=[2.0], backend="cython"),
+        lambda b: (
+            fastloss.BinaryCrossEntropy(pos_weight=[2.0], backend=b),
             np.ones((64, 10), np.float32),
             _logits(),
             {},
@@ -270,60 +290,60 @@ FALLBACKS = {
     ),
     # out
     "out read-only": (
-        lambda: (_sparse(), _labels(), _logits(), {"out": _read_only(_logits())}),
+        lambda b: (_sparse(b), _labels(), _logits(), {"out": _read_only(_logits())}),
         "declined",
     ),
     "out read-only y_pred": (
-        lambda: (_sparse(), _labels(), p := _read_only(_logits()), {"out": p}),
+        lambda b: (_sparse(b), _labels(), p := _read_only(_logits()), {"out": p}),
         "declined",
     ),
     "out Fortran": (
-        lambda: (_sparse(), _labels(), _logits(), {"out": np.asfortranarray(_logits())}),
+        lambda b: (_sparse(b), _labels(), _logits(), {"out": np.asfortranarray(_logits())}),
         "declined",
     ),
     "out misaligned": (
-        lambda: (_sparse(), _labels(), _logits(), {"out": _misaligned(_logits())}),
+        lambda b: (_sparse(b), _labels(), _logits(), {"out": _misaligned(_logits())}),
         "declined",
     ),
     "out float64": (
-        lambda: (_sparse(), _labels(), _logits(), {"out": _logits(dtype=np.float64)}),
+        lambda b: (_sparse(b), _labels(), _logits(), {"out": _logits(dtype=np.float64)}),
         "declined",
     ),
     "out of another shape": (
-        lambda: (_sparse(), _labels(), _logits(), {"out": _logits(c=640)[:1]}),
+        lambda b: (_sparse(b), _labels(), _logits(), {"out": _logits(c=640)[:1]}),
         "declined",
     ),
     "out list": (
-        lambda: (_sparse(), _labels(), _logits(), {"out": _logits().tolist()}),
+        lambda b: (_sparse(b), _labels(), _logits(), {"out": _logits().tolist()}),
         "declined",
     ),
     "out subclass": (
-        lambda: (_sparse(), _labels(), _logits(), {"out": _logits().view(_Sub)}),
+        lambda b: (_sparse(b), _labels(), _logits(), {"out": _logits().view(_Sub)}),
         "declined",
     ),
     "out a view of y_pred": (
-        lambda: (_sparse(), _labels(), p := _logits(), {"out": p[...]}),
+        lambda b: (_sparse(b), _labels(), p := _logits(), {"out": p[...]}),
         "declined",
     ),
     "out overlapping y_pred": (
-        lambda: (_sparse(), _labels(), (q := _logits(65))[:64], {"out": q[1:]}),
+        lambda b: (_sparse(b), _labels(), (q := _logits(65))[:64], {"out": q[1:]}),
         "declined",
     ),
     "out overlapping y_true": (
-        lambda: (
-            _sparse(),
+        lambda b: (
+            _sparse(b),
             *(lambda lp: (lp[0], _logits(), {"out": lp[1]}))(_overlapping_labels()),
         ),
         "declined",
     ),
     "out=y_pred overlapping y_true": (
-        lambda: (_sparse(), *(lambda lp: (lp[0], lp[1], {"out": lp[1]}))(_overlapping_labels())),
+        lambda b: (_sparse(b), *(lambda lp: (lp[0], lp[1], {"out": lp[1]}))(_overlapping_labels())),
         "declined",
     ),
     # categorical and elementwise targets
     "cce target float64": (
-        lambda: (
-            fastloss.CategoricalCrossEntropy(from_logits=True, backend="cython"),
+        lambda b: (
+            fastloss.CategoricalCrossEntropy(from_logits=True, backend=b),
             np.eye(10)[_labels()],
             _logits(),
             {},
@@ -331,8 +351,8 @@ FALLBACKS = {
         "declined",
     ),
     "cce target of another shape": (
-        lambda: (
-            fastloss.CategoricalCrossEntropy(from_logits=True, backend="cython"),
+        lambda b: (
+            fastloss.CategoricalCrossEntropy(from_logits=True, backend=b),
             np.eye(10, dtype=np.float32)[_labels(63)],
             _logits(),
             {},
@@ -340,8 +360,8 @@ FALLBACKS = {
         "declined",
     ),
     "mse target float64": (
-        lambda: (
-            fastloss.MeanSquaredError(backend="cython"),
+        lambda b: (
+            fastloss.MeanSquaredError(backend=b),
             _logits(dtype=np.float64),
             _logits(),
             {},
@@ -349,16 +369,16 @@ FALLBACKS = {
         "declined",
     ),
     "mse target broadcastable": (
-        lambda: (fastloss.MeanSquaredError(backend="cython"), _logits()[:1], _logits(), {}),
+        lambda b: (fastloss.MeanSquaredError(backend=b), _logits()[:1], _logits(), {}),
         "declined",
     ),
     "mse target strided": (
-        lambda: (fastloss.MeanSquaredError(backend="cython"), _logits(c=20)[:, ::2], _logits(), {}),
+        lambda b: (fastloss.MeanSquaredError(backend=b), _logits(c=20)[:, ::2], _logits(), {}),
         "declined",
     ),
     "mse 0-d": (
-        lambda: (
-            fastloss.MeanSquaredError(backend="cython"),
+        lambda b: (
+            fastloss.MeanSquaredError(backend=b),
             np.float32(1),
             np.array(2, np.float32),
             {},
@@ -366,7 +386,7 @@ FALLBACKS = {
         "declined",
     ),
     "mse empty": (
-        lambda: (fastloss.MeanSquaredError(backend="cython"), _logits(0), _logits(0), {}),
+        lambda b: (fastloss.MeanSquaredError(backend=b), _logits(0), _logits(0), {}),
         "declined",
     ),
 }
@@ -374,13 +394,13 @@ FALLBACKS = {
 
 @pytest.mark.parametrize("entry", ["value", "value_and_grad"])
 @pytest.mark.parametrize("case", FALLBACKS)
-def test_anything_not_canonical_ends_as_on_the_general_path(shortcuts, case, entry):
+def test_anything_not_canonical_ends_as_on_the_general_path(shortcuts, b, case, entry):
     build, reached = FALLBACKS[case]
     if entry == "value" and case.startswith("out"):
         pytest.skip("a value-only call has no out")
 
     def run():
-        loss, y_true, y_pred, kwargs = build()
+        loss, y_true, y_pred, kwargs = build(b)
         arrays = [a for a in (y_true, y_pred) if isinstance(a, np.ndarray)]
         before = [a.copy() for a in arrays]
         try:
@@ -390,8 +410,8 @@ def test_anything_not_canonical_ends_as_on_the_general_path(shortcuts, case, ent
         finally:
             out = kwargs.get("out")
             if not (isinstance(out, np.ndarray) and np.may_share_memory(out, y_pred)):
-                for b, a in zip(before, arrays, strict=True):  # else the gradient is there
-                    np.testing.assert_array_equal(a, b)
+                for old, a in zip(before, arrays, strict=True):  # else the gradient is there
+                    np.testing.assert_array_equal(a, old)
 
     shortcuts.calls.clear()
     got = run()
@@ -403,19 +423,20 @@ def test_anything_not_canonical_ends_as_on_the_general_path(shortcuts, case, ent
 
 @pytest.mark.parametrize("in_place", [False, True], ids=["new-gradient", "in-place"])
 @pytest.mark.parametrize("bad_label", [10, -1])
-def test_a_bad_label_is_named_and_an_in_place_y_pred_left_untouched(shortcuts, in_place, bad_label):
+def test_a_bad_label_is_named_and_an_in_place_y_pred_left_untouched(
+    shortcuts, b, in_place, bad_label
+):
     x = _logits()
     y = _bad_label(bad_label)
     before = x.copy()
     with pytest.raises(ValueError, match=rf"label {bad_label} at index \(37,\).*\[0, 10\)"):
-        _sparse().value_and_grad(y, x, out=x if in_place else None)
+        _sparse(b).value_and_grad(y, x, out=x if in_place else None)
     assert shortcuts.calls == [False]
     np.testing.assert_array_equal(x, before)
 
 
-def test_the_other_backends_have_no_shortcut():
+def test_which_backends_have_shortcuts():
     for name in fastloss.available_backends():
-        if name != "cython":
-            module = get_backend(name)
-            assert getattr(module, "elementwise_shortcut", None) is None
-            assert getattr(module, "cross_entropy_shortcut", None) is None
+        module = get_backend(name)
+        for shortcut in SHORTCUTS:
+            assert (getattr(module, shortcut, None) is not None) == (name in WITH_SHORTCUTS)

@@ -19,6 +19,7 @@ import time
 
 import numba
 
+from .._shortcut import job_shortcuts
 from . import _runtime
 from ._cross_entropy import cross_entropy
 from ._cross_entropy import kernel_signatures as _ce_signatures
@@ -28,8 +29,9 @@ from ._runtime import FastlossNumbaWarning
 
 name = "numba"
 
-# No shortcuts (see fastloss.backends._jobs): every call builds a job.
-elementwise_shortcut = cross_entropy_shortcut = None
+# The shortcuts of fastloss.backends._jobs, as Python checks around the job entries: a
+# canonical training-loop call skips the general path's validation and canonicalisation.
+elementwise_shortcut, cross_entropy_shortcut = job_shortcuts(elementwise, cross_entropy)
 
 __all__ = [
     "FastlossNumbaWarning",

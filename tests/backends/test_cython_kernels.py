@@ -329,6 +329,75 @@ def test_cross_entropy_in_place_equals_out_of_place(mod, from_logits, c):
     np.testing.assert_array_equal(lo_in, lo)
 
 
+def _small_c_logits(n, c, dtype, rng):
+    """Logits for the small-class path with specials in several blocks and in the last,
+    partial one (its rows past the last whole vector group too)."""
+    x = rng.standard_normal((n, c)) * 3
+    x[5] = -np.inf  # no limit: NaN
+    x[300] = rng.standard_normal(c)
+    x[300, c // 2] = np.inf  # single +inf: well defined
+    x[n - 2] = 0.0
+    x[n - 2, 0] = np.inf
+    if c > 1:
+        x[301, :2] = np.inf  # several +inf: NaN
+        x[n - 15, -1] = -np.inf  # -inf in one class
+    x[600, -1] = np.nan
+    x[n - 1, 0] = np.nan
+    x[257] *= 1e29  # ±1e30 logits
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("mod", ISA)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "soft"])
+@pytest.mark.parametrize("c", [1, 3, 10, 37, 63])
+def test_small_class_logits_path(mod, dtype, sparse, c):
+    """C < 64 from logits takes the transposed block path (256 rows a block, rows in the
+    vector lanes): 3 whole blocks and a partial one of 77 rows (not a multiple of any vector
+    width), specials in several blocks, ignored labels, smoothing, class and sample weights.
+    Matches the reference; bitwise the same for every thread count, in place and value only."""
+    rng = np.random.default_rng(c)
+    n = 3 * 256 + 77
+    x = _small_c_logits(n, c, dtype, rng)
+    labels = rng.integers(0, c, n)
+    ignore = 1 if c > 1 else -100  # ignore_index inside [0, C)
+    labels[rng.random(n) < 0.2] = ignore
+    labels[[300, n - 2]] = c // 2, 0  # the +inf class
+    target = rng.random((n, c))
+    target /= target.sum(axis=1, keepdims=True)
+    for options in (
+        {},
+        {
+            "class_weight": np.where(rng.random(c) < 0.2, 0.0, rng.random(c) * 2),
+            "weight": rng.random(n) * 2,
+            "smoothing": 0.1,
+            "scale": 0.3,
+        },
+    ):
+        common = dict(
+            from_logits=True,
+            pred=x,
+            ignore_index=ignore,
+            labels=labels if sparse else None,
+            target=None if sparse else target.astype(dtype),
+            **options,
+        )
+        results = [
+            _compare(mod, CrossEntropyJob, "cross_entropy", dtype, n_threads=nt, **common)
+            for nt in THREADS
+        ]
+        for got in results[1:]:
+            assert _bits(got) == _bits(results[0])
+        value, grad, loss = results[0]
+        y = x.copy()
+        lo_in = np.empty(n, dtype)
+        kw = {**common, "pred": y}
+        v_in = mod.cross_entropy(CrossEntropyJob(grad_out=y, loss_out=lo_in, n_threads=2, **kw))
+        assert _bits((v_in, y, lo_in)) == _bits((value, grad, loss))
+        v_only = mod.cross_entropy(CrossEntropyJob(n_threads=3, **common))
+        assert np.float64(v_only).tobytes() == np.float64(value).tobytes()
+
+
 @pytest.mark.parametrize("mod", ISA)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_streamed_gradient_equals_in_place(mod, dtype):

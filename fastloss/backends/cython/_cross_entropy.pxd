@@ -6,16 +6,15 @@ The formulas are those of :class:`fastloss.backends._jobs.CrossEntropyJob`. Targ
 coefficients ``c_j = κ_j·(t_j(1-ε) + ε/C)`` (``t = onehot(label)`` for sparse labels),
 ``W = Σ_j c_j``.
 
-Logits, a block of rows at a time, in phases that each are one simple loop:
+Logits, a block of rows at a time, in phases that each are one simple loop. With
+``C >= CE_SMALL_C`` classes (ce_logits_block), a row is long enough for vector loops:
 
-1. per row: ``m = max x`` (first, alone in its loop, so the maxima of short rows overlap);
+1. per row: ``m = max x`` (first, alone in its loop, so the maxima of several rows overlap);
    then ``W`` and ``Σ c_j z_j`` with ``z_j = x_j - m`` (0 where ``x_j == m``; a term with
    ``c_j = 0`` counts as 0);
 2. ``e = exp(z)`` written to the row's output buffer: the gradient itself (which may be
    ``x``: in place), or a scratch block for a value-only call or for a gradient too large
-   for the caches (then streamed out at the end, see 6). Rows shorter than 64 write ``z``
-   in step 1 and take the exp over the whole block at once, which vectorises fully even for
-   C = 10 (per-row loops of 10 would be mostly remainder);
+   for the caches (then streamed out at the end, see 6);
 3. per row: ``s = Σ e`` (float64, lane-wise);
 4. over the rows: ``l = W·log(s) - Σ c_j z_j`` (NaN for rows without a limit: all
    ``-inf``, or several ``+inf``), weighted; the gradient factor ``a = scale·w·W/s``;
@@ -27,6 +26,14 @@ first touch only the block, which stays in L1/L2, and the next block is prefetch
 step 2. The math is in the input dtype (the exp of float32 logits in float32), every sum in
 float64.
 
+With fewer classes (ce_logits_small_block), loops over a row would be mostly remainder and
+its max and sums chains of dependent operations: the block of CE_SMALL_ROWS rows is
+transposed into a (C, R) scratch, so that the same steps are vector loops over the rows,
+one class at a time (rows in the vector lanes), and the gradient is transposed back.
+Measured (float32, C = 10, one thread, block in cache, AVX-512), per element: 0.9 ns value
+only, 1.35 ns with the gradient; the row-wise loops took 2.1 and 2.8 ns (and 3.9 / 4.6 ns
+for soft targets, now 1.2 / 1.7 ns). At C = 64 the row-wise path is the faster one again.
+
 Probabilities, per row: ``S = Σ x`` (float64), then in float64 for both dtypes (no exp here,
 and the chain rule through ``q = x/S`` cancels): ``q_j = x_j/S``, ``q̂ = clip(q, lo, hi)``,
 ``l = -Σ c_j log q̂_j``, ``g_j = -c_j/q̂_j`` inside ``[lo, hi]`` else 0,
@@ -37,7 +44,8 @@ from cython cimport floating
 from libc.math cimport INFINITY, NAN
 
 from fastloss.backends.cython._fastmath cimport (
-    exp_nonpos, fl_log, fl_prefetch, lane_max, lane_sum, stream_copy,
+    exp_nonpos, fl_log, fl_prefetch, lane_max, lane_sum, stream_copy, transpose_in_max,
+    transpose_out,
 )
 from fastloss.backends.cython._modes cimport Mode, Soft, Sparse, Target, WithGrad
 
@@ -46,10 +54,12 @@ cdef enum:
     # Elements per block (at least one row): the unit of work of a thread and of the
     # deterministic reduction. A block of float32 logits (16 KiB) stays in L1.
     CE_BLOCK = 4096
-    # Rows shorter than this take the flat exp path (see step 2 of ce_logits_block).
-    CE_FLAT_BELOW = 64
     # Elements of the exp step between two prefetch slices.
     CE_CHUNK = 1024
+    # Logits with fewer classes than this take the transposed path (ce_logits_small_block),
+    # CE_SMALL_ROWS rows per block (a multiple of every vector width).
+    CE_SMALL_C = 64
+    CE_SMALL_ROWS = 256
 
 
 cdef struct CEParams:
@@ -78,9 +88,16 @@ cdef inline bint skipped(const CEParams* a, Py_ssize_t i, char* bad) noexcept no
     return False
 
 
-cdef inline double coefficient(const CEParams* a, floating kappa, double t) noexcept nogil:
-    """c = κ·(t(1-ε) + ε/C)."""
-    return kappa * (t * (1 - a.smoothing) + a.smoothing / a.C)
+cdef inline double coefficient(floating kappa, double t, double keep_t, double eps_c) noexcept nogil:
+    """c = κ·(t(1-ε) + ε/C), given ``keep_t = 1-ε`` and ``eps_c = ε/C``."""
+    return kappa * (t * keep_t + eps_c)
+
+
+cdef inline Py_ssize_t ce_rows_per_block(Py_ssize_t C, bint from_logits) noexcept nogil:
+    """Rows per block (depends on the sizes only: the block structure of the sums)."""
+    if from_logits and C < CE_SMALL_C:
+        return CE_SMALL_ROWS
+    return max(1, CE_BLOCK // C)
 
 
 cdef struct Prefetcher:
@@ -108,6 +125,28 @@ cdef inline floating shifted(floating x, floating m) noexcept nogil:
     return 0 if x == m else x - m
 
 
+cdef inline void ce_finish_rows(
+    const Mode* mode, Py_ssize_t R, double scale, const double* wrow, const double* keep,
+    const double* rmax, const double* ssum, const double* zsum, double* wsum, double* lrow,
+) noexcept nogil:
+    """Row losses and gradient factors from the per-row sums (one vectorisable loop):
+    ``lrow = w·(W·log(s) - Σ c z)`` (0 for a skipped row) and, with the gradient, over
+    ``wsum`` (W) ``a = scale·w·W/s``; both NaN for a row without a limit (its max is -inf,
+    or +inf with s > 1: several +inf entries)."""
+    cdef Py_ssize_t r
+    cdef double w, lr
+    cdef bint undefined
+    for r in range(R):
+        w = wrow[r]
+        lr = wsum[r] * fl_log(ssum[r]) - zsum[r]
+        undefined = (rmax[r] == -INFINITY) | ((rmax[r] == INFINITY) & (ssum[r] > 1))
+        if Mode is WithGrad:
+            # A NaN factor makes the whole gradient row NaN.
+            wsum[r] = NAN if undefined else scale * w * wsum[r] / ssum[r]
+        lr = NAN if undefined else lr
+        lrow[r] = w * lr if keep[r] != 0 else 0   # skipped rows count exactly 0
+
+
 cdef inline double ce_logits_block(
     const CEParams* a, const Target* target_kind, const Mode* mode,
     Py_ssize_t r0, Py_ssize_t r1,
@@ -115,14 +154,15 @@ cdef inline double ce_logits_block(
     floating* grad, floating* loss_out,
     floating* scratch, double* tmp, double* rows, char* bad,
 ) noexcept nogil:
-    """Σ of the weighted losses of rows [r0, r1) from logits (see the module docstring).
+    """Σ of the weighted losses of rows [r0, r1) from logits, C >= CE_SMALL_C (see the
+    module docstring).
 
     ``scratch``: (r1-r0)·C values (used when ``grad`` is NULL or ``a.stream``: then the
     finished block is copied to ``grad`` with non-temporal stores); ``tmp``: 2·C doubles;
     ``rows``: 7·(r1-r0) doubles. Sets ``bad[0]`` for a label outside [0, C) (such a row is
     treated as ignored: no out-of-bounds access whatever the labels).
     """
-    cdef Py_ssize_t C = a.C, R = r1 - r0, r, j, j0, j1, i, h
+    cdef Py_ssize_t C = a.C, R = r1 - r0, r, j, j0, j1, i
     cdef floating* buf = grad + r0 * C if grad != NULL and not a.stream else scratch
     cdef double* zsum = rows            # Σ c_j z_j
     cdef double* wsum = rows + R        # W, then the gradient factor a
@@ -134,12 +174,11 @@ cdef inline double ce_logits_block(
     cdef const floating* x
     cdef const floating* t
     cdef floating* z
-    cdef floating m, m1, af, bf, cy
+    cdef floating m, af, bf, cy
     cdef long long y = 0
     # struct fields as locals: stores to the double row arrays could alias them otherwise
     cdef double eps_c = a.smoothing / C, keep_y = 1 - a.smoothing, kappa_sum = a.kappa_sum
-    cdef double scale = a.scale, coef_y, w, lr, f, c
-    cdef bint undefined
+    cdef double scale = a.scale, coef_y, w, c
     cdef Prefetcher pf
     cdef Py_ssize_t next_rows = min(R, a.n - r1), chunks
 
@@ -154,20 +193,9 @@ cdef inline double ce_logits_block(
             if skipped(a, i, bad):
                 keep[r] = rmax[r] = 0
                 continue
-        if C < CE_FLAT_BELOW:
-            # Short row: an inline loop beats the call; two halves, two chains.
-            h = C // 2
-            m = x[0]
-            m1 = x[h]
-            for j in range(1, h):
-                m = x[j] if x[j] > m else m
-            for j in range(h + 1, C):
-                m1 = x[j] if x[j] > m1 else m1
-            rmax[r] = m1 if m1 > m else m
-        else:
-            rmax[r] = lane_max(x, C)
+        rmax[r] = lane_max(x, C)
 
-    # 1b. per row: W and Σ c z (z computed on the fly from x and m); short rows: z.
+    # 1b. per row: W and Σ c z (z computed on the fly from x and m).
     for r in range(R):
         i = r0 + r
         x = pred + i * C
@@ -187,54 +215,33 @@ cdef inline double ce_logits_block(
         else:
             t = target + i * C
             for j in range(C):
-                c = coefficient(a, kappa[j], t[j])
+                c = coefficient(kappa[j], t[j], keep_y, eps_c)
                 tmp[j] = c
                 tmp[C + j] = 0 if c == 0 else c * shifted(x[j], m)
             wsum[r] = lane_sum(tmp, C)
             zsum[r] = lane_sum(tmp + C, C)
-        if C < CE_FLAT_BELOW:
-            # Short rows: z is written here (this row's x has been read above; it may be
-            # overwritten in place), and exponentiated over the whole block in step 2.
-            z = buf + r * C
-            for j in range(C):
-                z[j] = shifted(x[j], m)
 
     # 2. e = exp(z) into the output rows (in place over x when grad is pred), a chunk at a
     #    time, each chunk preceded by a share of the next block's prefetch.
-    if C < CE_FLAT_BELOW:
-        chunks = (R * C + CE_CHUNK - 1) // CE_CHUNK
-    else:
-        chunks = R * ((C + CE_CHUNK - 1) // CE_CHUNK)
+    chunks = R * ((C + CE_CHUNK - 1) // CE_CHUNK)
     pf.read = <const char*>(pred + r1 * C)
     pf.write = NULL
     if grad != NULL and <const void*>grad != <const void*>pred and not a.stream:
         pf.write = <char*>(grad + r1 * C)
     pf.left = next_rows * C * sizeof(floating)
     pf.step = (pf.left // chunks + 63) // 64 * 64 if chunks > 0 else 0
-    if C < CE_FLAT_BELOW:
-        # Short rows: exp over the whole block at once (fully vectorised; per-row loops of
-        # a few elements would be mostly remainder). Skipped rows hold whatever was there:
-        # exp of it is harmless, and the row is zeroed in step 5.
-        j0 = 0
-        while j0 < R * C:
-            prefetch_next(&pf)
-            j1 = min(j0 + CE_CHUNK, R * C)
-            for j in range(j0, j1):
-                buf[j] = exp_nonpos(buf[j])
-            j0 = j1
-    else:
-        for r in range(R):
-            if keep[r] != 0:
-                x = pred + (r0 + r) * C
-                z = buf + r * C
-                m = <floating>rmax[r]
-                j0 = 0
-                while j0 < C:
-                    prefetch_next(&pf)
-                    j1 = min(j0 + CE_CHUNK, C)
-                    for j in range(j0, j1):
-                        z[j] = exp_nonpos(shifted(x[j], m))
-                    j0 = j1
+    for r in range(R):
+        if keep[r] != 0:
+            x = pred + (r0 + r) * C
+            z = buf + r * C
+            m = <floating>rmax[r]
+            j0 = 0
+            while j0 < C:
+                prefetch_next(&pf)
+                j1 = min(j0 + CE_CHUNK, C)
+                for j in range(j0, j1):
+                    z[j] = exp_nonpos(shifted(x[j], m))
+                j0 = j1
     prefetch_next(&pf)   # whatever is left (skipped rows)
     pf.step = pf.left
     prefetch_next(&pf)
@@ -243,17 +250,8 @@ cdef inline double ce_logits_block(
     for r in range(R):
         ssum[r] = lane_sum(buf + r * C, C) if keep[r] != 0 else 1
 
-    # 4. row losses and gradient factors (one vectorisable loop over the rows).
-    for r in range(R):
-        w = wrow[r]
-        lr = wsum[r] * fl_log(ssum[r]) - zsum[r]
-        f = scale * w * wsum[r] / ssum[r]
-        # No limit: all -inf (softmax undefined), or several +inf entries. A NaN factor
-        # makes the whole gradient row NaN in step 5.
-        undefined = (rmax[r] == -INFINITY) | ((rmax[r] == INFINITY) & (ssum[r] > 1))
-        lr = NAN if undefined else lr
-        wsum[r] = NAN if undefined else f
-        lrow[r] = w * lr if keep[r] != 0 else 0   # skipped rows count exactly 0
+    # 4. row losses and gradient factors.
+    ce_finish_rows(mode, R, scale, wrow, keep, rmax, ssum, zsum, wsum, lrow)
 
     # 5. gradient: g = a·e - scale·w·c.
     if Mode is WithGrad:
@@ -272,8 +270,8 @@ cdef inline double ce_logits_block(
                 bf = <floating>(w * eps_c)
                 y = a.labels[i]
                 cy = <floating>(w * kappa[y] * keep_y)
-                if bf == 0 and C >= CE_FLAT_BELOW:
-                    # Fast path (no smoothing, long row): only the label's c_j is nonzero,
+                if bf == 0:
+                    # Fast path (no smoothing): only the label's c_j is nonzero,
                     # so the loop is a scale and the label's term one scalar update.
                     for j in range(C):
                         z[j] = z[j] * af
@@ -284,11 +282,195 @@ cdef inline double ce_logits_block(
             else:
                 t = target + i * C
                 for j in range(C):
-                    z[j] = z[j] * af - <floating>(w * coefficient(a, kappa[j], t[j]))
+                    z[j] = z[j] * af - <floating>(w * coefficient(kappa[j], t[j], keep_y, eps_c))
 
     if Mode is WithGrad:
         if a.stream:
             stream_copy(grad + r0 * C, buf, R * C)
+
+    if loss_out != NULL:
+        for r in range(R):
+            loss_out[r0 + r] = <floating>lrow[r]
+    return lane_sum(lrow, R)
+
+
+cdef inline Py_ssize_t ce_small_scratch(Py_ssize_t C, Py_ssize_t R) noexcept nogil:
+    """Values of ``scratch`` that ce_logits_small_block needs for a block of R rows."""
+    return 3 * C * R + 8 * R
+
+
+cdef inline double ce_logits_small_block(
+    const CEParams* a, const Target* target_kind, const Mode* mode,
+    Py_ssize_t r0, Py_ssize_t r1,
+    const floating* pred, const floating* target, const floating* kappa,
+    floating* grad, floating* loss_out,
+    floating* scratch, double* rows, char* bad,
+) noexcept nogil:
+    """ce_logits_block for few classes (C < CE_SMALL_C), with the rows in the vector lanes.
+
+    The block's logits are transposed into a (C, R) scratch ``xt`` (``xt[j·R + r] =
+    x[r, j]``), so that every step is a loop over the R rows for one class at a time, which
+    vectorises whatever C is (a loop over a row of 10 classes would be mostly remainder, and
+    its max and sums chains of dependent operations):
+
+    1. ``xt`` ← x, and the running row maximum m (one pass; soft targets transposed too);
+    2. per row (scalar): weight, label, skip, ``W``, ``c_y·z_y``;
+    3. ``Σ c_j z_j`` over the classes (soft targets, or smoothing), then ``xt`` ← e = exp(z)
+       and ``s += e``: every row sum in float64, in class order;
+    4. row losses and gradient factors (ce_finish_rows, as in ce_logits_block);
+    5. ``xt`` ← g = a·e - scale·w·c, 0 for a skipped row;
+    6. g transposed back into the gradient rows (or a row-major scratch streamed out).
+
+    ``scratch``: ce_small_scratch(C, R) values; ``rows``: 7·R doubles. ``grad`` may be
+    ``pred``: the block's x is read in steps 1-2 and its rows written only in step 6.
+    """
+    cdef Py_ssize_t C = a.C, R = r1 - r0, r, j, i
+    cdef const floating* xb = pred + r0 * C
+    cdef const floating* tb = target + r0 * C if target != NULL else NULL
+    cdef floating* xt = scratch                  # (C, R): x, e, then g
+    cdef floating* tt = scratch + C * R          # (C, R): soft targets
+    cdef floating* gout = scratch + 2 * C * R    # (R, C): a gradient to stream
+    cdef floating* mrow = scratch + 3 * C * R    # m
+    cdef floating* af = mrow + R                 # the gradient factor a
+    cdef floating* bf = af + R                   # scale·w·ε/C (sparse)
+    cdef floating* cy = bf + R                   # scale·w·κ_y(1-ε) (sparse)
+    cdef floating* xy = cy + R                   # x_y (sparse)
+    cdef floating* ky = xy + R                   # κ_y (sparse)
+    cdef int* lab = <int*>(ky + R)               # label, -1 for a skipped row
+    cdef double* zsum = rows            # Σ c_j z_j
+    cdef double* wsum = rows + R        # W, then the gradient factor a
+    cdef double* ssum = rows + 2 * R    # s = Σ exp(z)
+    cdef double* rmax = rows + 3 * R    # m
+    cdef double* lrow = rows + 4 * R    # weighted row losses; Σ κ_j z_j in step 3
+    cdef double* keep = rows + 5 * R    # 0 for a skipped row, else 1
+    cdef double* wrow = rows + 6 * R    # sample weight
+    cdef floating* col
+    cdef const floating* tcol
+    cdef floating v, m, kj, e
+    cdef long long y, ignore = a.ignore_index
+    cdef int jl
+    cdef Py_ssize_t next_rows
+    cdef bint valid, invalid = False
+    cdef double eps_c = a.smoothing / C, keep_y = 1 - a.smoothing, kappa_sum = a.kappa_sum
+    cdef double scale = a.scale, w, coef_y, c
+
+    # 1. transpose in, with the running maximum (NaN is never > m: a NaN row still gets
+    #    NaN through its z; an all-NaN or all -inf row keeps m = -inf, "no limit").
+    transpose_in_max(xb, C, R, xt, R, mrow)
+    if Target is Soft:
+        transpose_in_max(tb, C, R, tt, R, af)   # (af: not needed until step 5)
+    # The next block's inputs, while this one computes from the cache.
+    next_rows = min(R, a.n - r1)
+    if next_rows > 0:
+        fl_prefetch(pred + r1 * C, next_rows * C * sizeof(floating), 0)
+        if Target is Soft:
+            fl_prefetch(target + r1 * C, next_rows * C * sizeof(floating), 0)
+        else:
+            fl_prefetch(a.labels + r1, next_rows * sizeof(long long), 0)
+
+    # 2. per row: weight, label (skip), W and c_y·z_y; the gradient's per-row constants.
+    #    Loops without branches (a random ignored label would mispredict), each vectorised.
+    if a.weight == NULL:
+        for r in range(R):
+            wrow[r] = 1
+    else:
+        for r in range(R):
+            wrow[r] = a.weight[r0 + r]
+    if Target is Soft:
+        for r in range(R):
+            keep[r] = 1
+            rmax[r] = mrow[r]
+            zsum[r] = wsum[r] = 0
+    else:
+        # The label, or -1 for a skipped row; a label outside [0, C) other than
+        # ignore_index (defensive: the Python layer checks first) makes the call raise.
+        for r in range(R):
+            y = a.labels[r0 + r]
+            valid = (y >= 0) & (y < C)
+            invalid |= (y != ignore) & (valid == 0)
+            lab[r] = <int>y if (y != ignore) & valid else -1
+        if invalid:
+            bad[0] = 1
+        # x_y and κ_y (row 0's class 0 stands in for a skipped row's)
+        for r in range(R):
+            jl = lab[r] if lab[r] >= 0 else 0
+            xy[r] = xb[r * C + jl]
+            ky[r] = kappa[jl]
+        for r in range(R):
+            w = wrow[r]
+            coef_y = ky[r] * keep_y
+            keep[r] = 1 if lab[r] >= 0 else 0
+            rmax[r] = mrow[r] if lab[r] >= 0 else 0
+            zsum[r] = 0 if coef_y == 0 else coef_y * shifted(xy[r], mrow[r])
+            wsum[r] = coef_y + eps_c * kappa_sum
+            bf[r] = <floating>(scale * w * eps_c)
+            cy[r] = <floating>(scale * w * coef_y)
+
+    # 3. z (its own loop: fused into the exp loop below, GCC if-converts the select into
+    #    separate masked paths through exp and the float64 sum, ~40% more instructions),
+    #    Σ c_j z_j (a term with c_j = 0 counts as 0), then e = exp(z) and s = Σ e.
+    for j in range(C):
+        col = xt + j * R
+        for r in range(R):
+            col[r] = shifted(col[r], mrow[r])
+    if Target is Sparse:
+        if eps_c != 0:
+            for r in range(R):
+                lrow[r] = 0
+            for j in range(C):
+                kj = kappa[j]
+                if kj != 0:
+                    col = xt + j * R
+                    for r in range(R):
+                        lrow[r] += kj * col[r]
+            for r in range(R):
+                zsum[r] += eps_c * lrow[r]
+    else:
+        for j in range(C):
+            kj = kappa[j]
+            col = xt + j * R
+            tcol = tt + j * R
+            for r in range(R):
+                c = coefficient(kj, tcol[r], keep_y, eps_c)
+                wsum[r] += c
+                zsum[r] += 0 if c == 0 else c * col[r]
+    for r in range(R):
+        ssum[r] = 0
+    for j in range(C):
+        col = xt + j * R
+        for r in range(R):
+            e = exp_nonpos(col[r])
+            if Mode is WithGrad:
+                col[r] = e
+            ssum[r] += e
+
+    # 4. row losses and gradient factors.
+    for r in range(R):
+        ssum[r] = ssum[r] if keep[r] != 0 else 1
+    ce_finish_rows(mode, R, scale, wrow, keep, rmax, ssum, zsum, wsum, lrow)
+
+    if Mode is WithGrad:
+        # 5. g = a·e - scale·w·c, in the transposed block.
+        for r in range(R):
+            af[r] = <floating>wsum[r]
+        for j in range(C):
+            kj = kappa[j]
+            col = xt + j * R
+            if Target is Sparse:
+                # c_j = κ_j·ε/C + [j = y]·κ_y(1-ε); an int class index (the labels' width)
+                jl = <int>j
+                for r in range(R):
+                    v = col[r] * af[r] - bf[r] * kj - (cy[r] if lab[r] == jl else 0)
+                    col[r] = v if lab[r] >= 0 else 0
+            else:
+                tcol = tt + j * R
+                for r in range(R):
+                    col[r] = col[r] * af[r] - <floating>(
+                        scale * wrow[r] * coefficient(kj, tcol[r], keep_y, eps_c))
+        # 6. transpose out (after every read of this block's x: grad may be pred).
+        transpose_out(xt, R, C, R, gout if a.stream else grad + r0 * C)
+        if a.stream:
+            stream_copy(grad + r0 * C, gout, R * C)
 
     if loss_out != NULL:
         for r in range(R):
@@ -317,6 +499,7 @@ cdef inline double ce_probabilities_block(
     cdef floating* out
     cdef long long y = 0
     cdef double S, q, qh, c, gq, w, f
+    cdef double keep_t = 1 - a.smoothing, eps_c = a.smoothing / C
 
     for r in range(R):
         i = r0 + r
@@ -338,9 +521,9 @@ cdef inline double ce_probabilities_block(
             q = x[j] / S
             qh = a.lo if q < a.lo else (a.hi if q > a.hi else q)
             if Target is Sparse:
-                c = coefficient(a, kappa[j], 1.0 if j == y else 0.0)
+                c = coefficient(kappa[j], 1.0 if j == y else 0.0, keep_t, eps_c)
             else:
-                c = coefficient(a, kappa[j], t[j])
+                c = coefficient(kappa[j], t[j], keep_t, eps_c)
             clog[j] = c * fl_log(qh)
             g[j] = 0 if (q < a.lo or q > a.hi) else -c / qh
         lrow[r] = -w * lane_sum(clog, C)

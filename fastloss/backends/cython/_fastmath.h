@@ -362,6 +362,141 @@ FL_DEFINE_SUM(fl_sum_f64, double)
 FL_DEFINE_MAX(fl_max_f32, float)
 FL_DEFINE_MAX(fl_max_f64, double)
 
+/* Transposes for the small-class softmax (rows in the vector lanes), between a block of R rows
+ * of C values, x[r*C + j], and its transpose xt[j*S + r] (row stride S >= R):
+ *
+ *   fl_transpose_in_max(x, C, R, xt, S, m): xt = x transposed, and m[r] = max_j x[r*C + j]
+ *       taken as m = (v > m ? v : m) from -inf in class order (a NaN is never taken; a row
+ *       of NaN and -inf gets -inf);
+ *   fl_transpose_out(xt, S, C, R, out): out[r*C + j] = xt[j*S + r].
+ *
+ * With AVX2/AVX-512, G rows at a time with hardware gathers from the L1-resident block:
+ * "in" gathers one class of G rows (indices l*C) into one vector; "out" builds each of the
+ * C contiguous output vectors of G rows by a gather with a precomputed index table. Measured
+ * on the development machine (Sapphire Rapids, C = 10, float32, block in L1), per element:
+ * in+max 0.13 ns (scalar loops as GCC vectorises them: 0.21-0.27), out 0.17 ns (scalar
+ * 0.3-0.4; AVX-512 scatters 0.24). The remainder rows, and the baseline build, take the
+ * scalar loops. A transpose only moves values: the results are bitwise those of the scalar
+ * loops. C must be small enough for the index table (C <= FL_TRANSPOSE_MAX_C). */
+#define FL_TRANSPOSE_MAX_C 64
+
+#define FL_DEFINE_TRANSPOSE_SCALAR(T)                                                       \
+    FL_INLINE void fl__transpose_in_max_rest_##T(const T *x, ptrdiff_t C, ptrdiff_t r0,    \
+                                                 ptrdiff_t R, T *xt, ptrdiff_t S, T *m)    \
+    {                                                                                      \
+        for (ptrdiff_t r = r0; r < R; r++)                                                 \
+            m[r] = -INFINITY;                                                              \
+        for (ptrdiff_t j = 0; j < C; j++)                                                  \
+            for (ptrdiff_t r = r0; r < R; r++) {                                           \
+                T v = x[r * C + j];                                                        \
+                xt[j * S + r] = v;                                                         \
+                m[r] = v > m[r] ? v : m[r];                                                \
+            }                                                                              \
+    }                                                                                      \
+    FL_INLINE void fl__transpose_out_rest_##T(const T *xt, ptrdiff_t S, ptrdiff_t C,       \
+                                              ptrdiff_t r0, ptrdiff_t R, T *out)           \
+    {                                                                                      \
+        for (ptrdiff_t r = r0; r < R; r++)                                                 \
+            for (ptrdiff_t j = 0; j < C; j++)                                              \
+                out[r * C + j] = xt[j * S + r];                                            \
+    }
+FL_DEFINE_TRANSPOSE_SCALAR(float)
+FL_DEFINE_TRANSPOSE_SCALAR(double)
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#if defined(__AVX512F__)
+#define FL_TG_F32 16
+#define FL_TG_F64 8
+#define FL_VF32 __m512
+#define FL_VF64 __m512d
+#define FL_IDX_F32 __m512i
+#define FL_IDX_F64 __m256i
+#define FL_LOADIDX_F32(p) _mm512_loadu_si512((const void *)(p))
+#define FL_LOADIDX_F64(p) _mm256_loadu_si256((const __m256i *)(p))
+#define FL_GATHER_F32(base, idx) _mm512_i32gather_ps((idx), (base), 4)
+#define FL_GATHER_F64(base, idx) _mm512_i32gather_pd((idx), (base), 8)
+#define FL_MAX_F32 _mm512_max_ps
+#define FL_MAX_F64 _mm512_max_pd
+#define FL_STORE_F32 _mm512_storeu_ps
+#define FL_STORE_F64 _mm512_storeu_pd
+#define FL_SET1_F32 _mm512_set1_ps
+#define FL_SET1_F64 _mm512_set1_pd
+#else
+#define FL_TG_F32 8
+#define FL_TG_F64 4
+#define FL_VF32 __m256
+#define FL_VF64 __m256d
+#define FL_IDX_F32 __m256i
+#define FL_IDX_F64 __m128i
+#define FL_LOADIDX_F32(p) _mm256_loadu_si256((const __m256i *)(p))
+#define FL_LOADIDX_F64(p) _mm_loadu_si128((const __m128i *)(p))
+#define FL_GATHER_F32(base, idx) _mm256_i32gather_ps((base), (idx), 4)
+#define FL_GATHER_F64(base, idx) _mm256_i32gather_pd((base), (idx), 8)
+#define FL_MAX_F32 _mm256_max_ps
+#define FL_MAX_F64 _mm256_max_pd
+#define FL_STORE_F32 _mm256_storeu_ps
+#define FL_STORE_F64 _mm256_storeu_pd
+#define FL_SET1_F32 _mm256_set1_ps
+#define FL_SET1_F64 _mm256_set1_pd
+#endif
+/* (vmaxps a, b = a > b ? a : b, NaN in either: b, which is the scalar loops' rule.) */
+#define FL_DEFINE_TRANSPOSE(NAME_IN, NAME_OUT, T, G, VEC, IDX, LOADIDX, GATHER, MAX, STORE,  \
+                            SET1)                                                          \
+    FL_INLINE void NAME_IN(const T *x, ptrdiff_t C, ptrdiff_t R, T *xt, ptrdiff_t S, T *m)  \
+    {                                                                                      \
+        int32_t tab[G];                                                                    \
+        for (int l = 0; l < G; l++)                                                        \
+            tab[l] = (int32_t)(l * C);                                                     \
+        IDX idx = LOADIDX(tab);                                                            \
+        ptrdiff_t r = 0;                                                                   \
+        for (; r + G <= R; r += G) {                                                       \
+            const T *b = x + r * C;                                                        \
+            VEC mv = SET1(-INFINITY);                                                      \
+            for (ptrdiff_t j = 0; j < C; j++) {                                            \
+                VEC v = GATHER(b + j, idx);                                                \
+                STORE(xt + j * S + r, v);                                                  \
+                mv = MAX(v, mv);                                                           \
+            }                                                                              \
+            STORE(m + r, mv);                                                              \
+        }                                                                                  \
+        fl__transpose_in_max_rest_##T(x, C, r, R, xt, S, m);                               \
+    }                                                                                      \
+    FL_INLINE void NAME_OUT(const T *xt, ptrdiff_t S, ptrdiff_t C, ptrdiff_t R, T *out)     \
+    {                                                                                      \
+        int32_t tab[G * FL_TRANSPOSE_MAX_C]; /* output k of a group: row k/C, class k%C */ \
+        for (ptrdiff_t k = 0, row = 0, j = 0; k < G * C; k++) {                            \
+            tab[k] = (int32_t)(j * S + row);                                               \
+            j = j + 1 == C ? 0 : j + 1;                                                    \
+            row = j == 0 ? row + 1 : row;                                                  \
+        }                                                                                  \
+        ptrdiff_t r = 0;                                                                   \
+        for (; r + G <= R; r += G)                                                         \
+            for (ptrdiff_t q = 0; q < C; q++)                                              \
+                STORE(out + r * C + q * G, GATHER(xt + r, LOADIDX(tab + q * G)));          \
+        fl__transpose_out_rest_##T(xt, S, C, r, R, out);                                   \
+    }
+FL_DEFINE_TRANSPOSE(fl_transpose_in_max_f32, fl_transpose_out_f32, float, FL_TG_F32, FL_VF32,
+                    FL_IDX_F32, FL_LOADIDX_F32, FL_GATHER_F32, FL_MAX_F32, FL_STORE_F32,
+                    FL_SET1_F32)
+FL_DEFINE_TRANSPOSE(fl_transpose_in_max_f64, fl_transpose_out_f64, double, FL_TG_F64, FL_VF64,
+                    FL_IDX_F64, FL_LOADIDX_F64, FL_GATHER_F64, FL_MAX_F64, FL_STORE_F64,
+                    FL_SET1_F64)
+#else
+FL_INLINE void fl_transpose_in_max_f32(const float *x, ptrdiff_t C, ptrdiff_t R, float *xt,
+                                       ptrdiff_t S, float *m)
+{ fl__transpose_in_max_rest_float(x, C, 0, R, xt, S, m); }
+FL_INLINE void fl_transpose_in_max_f64(const double *x, ptrdiff_t C, ptrdiff_t R, double *xt,
+                                       ptrdiff_t S, double *m)
+{ fl__transpose_in_max_rest_double(x, C, 0, R, xt, S, m); }
+FL_INLINE void fl_transpose_out_f32(const float *xt, ptrdiff_t S, ptrdiff_t C, ptrdiff_t R,
+                                    float *out)
+{ fl__transpose_out_rest_float(xt, S, C, 0, R, out); }
+FL_INLINE void fl_transpose_out_f64(const double *xt, ptrdiff_t S, ptrdiff_t C, ptrdiff_t R,
+                                    double *out)
+{ fl__transpose_out_rest_double(xt, S, C, 0, R, out); }
+#endif
+
 /* Software prefetch of the cache lines of [p, p + bytes) into all cache levels, for
  * reading or (write = 1) for writing (PREFETCHW where the CPU has it). */
 FL_INLINE void fl_prefetch(const void *p, ptrdiff_t bytes, int write)

@@ -17,6 +17,14 @@ cdef extern from "_fastmath.h" nogil:
     double fl_sum_f64(const double* x, Py_ssize_t n)
     float fl_max_f32(const float* x, Py_ssize_t n)
     double fl_max_f64(const double* x, Py_ssize_t n)
+    void fl_transpose_in_max_f32(const float* x, Py_ssize_t C, Py_ssize_t R, float* xt,
+                                 Py_ssize_t S, float* m)
+    void fl_transpose_in_max_f64(const double* x, Py_ssize_t C, Py_ssize_t R, double* xt,
+                                 Py_ssize_t S, double* m)
+    void fl_transpose_out_f32(const float* xt, Py_ssize_t S, Py_ssize_t C, Py_ssize_t R,
+                              float* out)
+    void fl_transpose_out_f64(const double* xt, Py_ssize_t S, Py_ssize_t C, Py_ssize_t R,
+                              double* out)
     void fl_prefetch(const void* p, Py_ssize_t nbytes, int write)
     void fl_stream_f32(float* dst, const float* src, Py_ssize_t n)
     void fl_stream_f64(double* dst, const double* src, Py_ssize_t n)
@@ -88,3 +96,21 @@ cdef inline floating lane_max(const floating* x, Py_ssize_t n) noexcept nogil:
         return fl_max_f32(x, n)
     else:
         return fl_max_f64(x, n)
+
+
+cdef inline void transpose_in_max(const floating* x, Py_ssize_t C, Py_ssize_t R, floating* xt,
+                                  Py_ssize_t S, floating* m) noexcept nogil:
+    """xt[j·S + r] = x[r·C + j] and m[r] = max_j x[r·C + j] (see _fastmath.h)."""
+    if floating is float:
+        fl_transpose_in_max_f32(x, C, R, xt, S, m)
+    else:
+        fl_transpose_in_max_f64(x, C, R, xt, S, m)
+
+
+cdef inline void transpose_out(const floating* xt, Py_ssize_t S, Py_ssize_t C, Py_ssize_t R,
+                               floating* out) noexcept nogil:
+    """out[r·C + j] = xt[j·S + r]."""
+    if floating is float:
+        fl_transpose_out_f32(xt, S, C, R, out)
+    else:
+        fl_transpose_out_f64(xt, S, C, R, out)

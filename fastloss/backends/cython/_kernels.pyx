@@ -30,7 +30,8 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, free, malloc
 
 from fastloss.backends.cython._cross_entropy cimport (
-    CE_BLOCK, CEParams, ce_logits_block, ce_probabilities_block,
+    CE_SMALL_C, CEParams, ce_logits_block, ce_logits_small_block, ce_probabilities_block,
+    ce_rows_per_block, ce_small_scratch,
 )
 from fastloss.backends.cython._elementwise cimport (
     EW_BLOCK, Absolute, BceLogits, BceProb, Huber, Loss, Squared, elementwise_block,
@@ -268,6 +269,11 @@ cdef inline double _ce_block_at(const CEParams* p, const Target* tk, const Mode*
     if workspace == NULL:
         bad[0] = 2
         return 0
+    if a.from_logits and p.C < CE_SMALL_C:
+        return ce_logits_small_block(
+            p, tk, mode, r0, r1, <const floating*>a.pred, <const floating*>a.target,
+            <const floating*>a.kappa, <floating*>a.grad, <floating*>a.loss_out,
+            scratch, rows, bad)
     if a.from_logits:
         return ce_logits_block(
             p, tk, mode, r0, r1, <const floating*>a.pred, <const floating*>a.target,
@@ -283,10 +289,13 @@ cdef double _ce_run(const CEParams* p, const Target* tk, const Mode* mode, const
                     const floating* dtype, double* sums, char* bad) noexcept nogil:
     cdef Py_ssize_t b, nb = (p.n + p.rows_per_block - 1) // p.rows_per_block
     cdef Py_ssize_t R = min(p.rows_per_block, p.n)   # rows of the largest block
-    # One workspace per thread: a scratch block for the exp of a value-only logits call,
-    # 2·C doubles for the per-class terms where there are any, 7 doubles per row.
+    # One workspace per thread: a scratch block for the exp of a value-only logits call (or
+    # the transposed block of few classes), 2·C doubles for the per-class terms where there
+    # are any, 7 doubles per row.
     cdef size_t scratch_bytes = 0, tmp_bytes = 0
-    if a.from_logits and (a.grad == NULL or p.stream):
+    if a.from_logits and p.C < CE_SMALL_C:
+        scratch_bytes = (ce_small_scratch(p.C, R) * sizeof(floating) + 63) // 64 * 64
+    elif a.from_logits and (a.grad == NULL or p.stream):
         scratch_bytes = (R * p.C * sizeof(floating) + 63) // 64 * 64
     if not a.from_logits or p.labels == NULL or p.smoothing != 0:
         tmp_bytes = 2 * p.C * sizeof(double)
@@ -351,7 +360,7 @@ cdef double _ce_call(CEParams* p, CEArrays* a, int typenum, const double* class_
     :func:`cross_entropy` and :func:`cross_entropy_shortcut`."""
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
     cdef Py_ssize_t n = p.n, C = p.C
-    p.rows_per_block = max(1, CE_BLOCK // C)
+    p.rows_per_block = ce_rows_per_block(C, a.from_logits)
     # A separate gradient far larger than the caches is written with streaming stores (no
     # read of its old contents: a third less memory traffic); smaller ones stay cached for
     # the caller. In place, the lines are in cache already.

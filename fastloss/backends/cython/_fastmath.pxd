@@ -11,6 +11,10 @@ cdef extern from "_fastmath.h" nogil:
     double fl_log(double x)
     float fl_log1pf(float x)
     double fl_log1p(double x)
+    float fl_log_unitf(float q)
+    double fl_log_unit(double q)
+    float fl_log1m_unitf(float q)
+    double fl_log1m_unit(double q)
     float fl_log1p_unitf(float e, float* inv)
     double fl_log1p_unit(double e, double* inv)
     double fl_sum_f32(const float* x, Py_ssize_t n)
@@ -27,6 +31,15 @@ cdef extern from "_fastmath.h" nogil:
 
 # Fused front ends: the precision of the math follows the input dtype.
 from cython cimport floating
+from libc.math cimport fabs, fabsf
+
+
+cdef inline floating abs_(floating x) noexcept nogil:
+    """|x| (clears the sign bit: one vector AND)."""
+    if floating is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
 
 
 cdef inline floating exp_(floating x) noexcept nogil:
@@ -56,6 +69,22 @@ cdef inline floating log1p_(floating x) noexcept nogil:
         return fl_log1pf(x)
     else:
         return fl_log1p(x)
+
+
+cdef inline floating log_unit(floating q) noexcept nogil:
+    """log(q) for q in [0, 1] or NaN (cheaper; unspecified elsewhere)."""
+    if floating is float:
+        return fl_log_unitf(q)
+    else:
+        return fl_log_unit(q)
+
+
+cdef inline floating log1m_unit(floating q) noexcept nogil:
+    """log(1 - q) = log1p(-q) for q in [0, 1] or NaN (cheaper; unspecified elsewhere)."""
+    if floating is float:
+        return fl_log1m_unitf(q)
+    else:
+        return fl_log1m_unit(q)
 
 
 cdef inline floating log1p_unit(floating e, floating* inv) noexcept nogil:

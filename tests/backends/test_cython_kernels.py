@@ -433,13 +433,15 @@ def test_result_independent_of_n_threads(mod, dtype):
     jobs = []
     for kind in ELEMENTWISE_KINDS:
         p, t = _elementwise_data(kind, n, dtype, rng, specials=False)
-        jobs.append(
-            (
-                ElementwiseJob,
-                "elementwise",
-                dict(kind=kind, pred=p, target=t, weight=rng.random(n), scale=1 / n),
+        # each combination of weight / pos_weight has its own compiled loop
+        options = [{"weight": rng.random(n), "scale": 1 / n}, {}]
+        if kind.startswith("bce"):
+            pw = rng.random(n) * 3
+            options += [{"pos_weight": pw}, {"weight": rng.random(n), "pos_weight": pw}]
+        for opts in options:
+            jobs.append(
+                (ElementwiseJob, "elementwise", dict(kind=kind, pred=p, target=t, **opts))
             )
-        )
     for from_logits in (True, False):
         for c in (10, 300):
             x, labels, target = _ce_data(n // c, c, dtype, rng, from_logits, False)

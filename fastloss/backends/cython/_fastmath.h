@@ -403,7 +403,9 @@ FL_DEFINE_MAX(fl_max_f32, float)
 FL_DEFINE_MAX(fl_max_f64, double)
 
 /* Software prefetch of the cache lines of [p, p + bytes) into all cache levels, for
- * reading or (write = 1) for writing (PREFETCHW where the CPU has it). */
+ * reading or (write = 1) for writing (PREFETCHW where the CPU has it). Always inlined, and
+ * so must be its callers: GCC models a prefetch as free of side effects, so a call of a
+ * non-inlined function that only prefetches is deleted as dead code. */
 FL_INLINE void fl_prefetch(const void *p, ptrdiff_t bytes, int write)
 {
 #if defined(__GNUC__)
@@ -415,6 +417,19 @@ FL_INLINE void fl_prefetch(const void *p, ptrdiff_t bytes, int write)
         for (ptrdiff_t i = 0; i < bytes; i += 64)
             __builtin_prefetch(c + i, 0, 3);
 #endif
+}
+
+/* fl_prefetch of elements [i0, i1) of the array at base (nothing when i1 <= i0). */
+FL_INLINE void fl_prefetch_range(const void *base, ptrdiff_t itemsize, ptrdiff_t i0, ptrdiff_t i1)
+{
+    if (i1 > i0)
+        fl_prefetch((const char *)base + i0 * itemsize, (i1 - i0) * itemsize, 0);
+}
+
+FL_INLINE void fl_prefetch_range_w(const void *base, ptrdiff_t itemsize, ptrdiff_t i0, ptrdiff_t i1)
+{
+    if (i1 > i0)
+        fl_prefetch((const char *)base + i0 * itemsize, (i1 - i0) * itemsize, 1);
 }
 
 /* Copy n values to dst with non-temporal (streaming) stores where the ISA has them: the

@@ -22,6 +22,8 @@ cdef extern from "_fastmath.h" nogil:
     float fl_max_f32(const float* x, Py_ssize_t n)
     double fl_max_f64(const double* x, Py_ssize_t n)
     void fl_prefetch(const void* p, Py_ssize_t nbytes, int write)
+    void fl_prefetch_range(const void* base, Py_ssize_t itemsize, Py_ssize_t i0, Py_ssize_t i1)
+    void fl_prefetch_range_w(const void* base, Py_ssize_t itemsize, Py_ssize_t i0, Py_ssize_t i1)
     void fl_stream_f32(float* dst, const float* src, Py_ssize_t n)
     void fl_stream_f64(double* dst, const double* src, Py_ssize_t n)
     void fl_sfence()

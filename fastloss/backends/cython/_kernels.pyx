@@ -31,7 +31,7 @@ from fastloss.backends.cython._cross_entropy cimport (
     CE_BLOCK, CEParams, ce_logits_block, ce_probabilities_block,
 )
 from fastloss.backends.cython._elementwise cimport (
-    EW_BLOCK, Absolute, BceLogits, BceProb, Huber, Loss, Squared, elementwise_block,
+    EW_AHEAD, EW_BLOCK, Absolute, BceLogits, BceProb, Huber, Loss, Squared, elementwise_block,
 )
 from fastloss.backends.cython._fastmath cimport (
     exp_, exp_nonpos, fl_cpu_level, fl_mxcsr, fl_sfence, log1m_unit, log1p_, log1p_unit, log_,
@@ -50,7 +50,8 @@ cnp.import_array()
 cdef Py_ssize_t SERIAL_BELOW_CHEAP = 16384   # squared, absolute, huber
 cdef Py_ssize_t SERIAL_BELOW = 8192          # exp/log per element: BCE, cross-entropy
 
-# Gradients of at least this many bytes (out of place) are written with streaming stores.
+# Cross-entropy gradients of at least this many bytes (out of place) are written with
+# streaming stores (the elementwise kernels prefetch theirs for writing instead: faster).
 cdef Py_ssize_t STREAM_ABOVE = 64 << 20
 
 
@@ -116,10 +117,10 @@ cdef inline double _ew_block_at(const Loss* prm, const Mode* mode, const EWArray
                                 const floating* dtype, Py_ssize_t b) noexcept nogil:
     cdef Py_ssize_t i0 = b * EW_BLOCK
     cdef Py_ssize_t m = min(<Py_ssize_t>EW_BLOCK, a.n - i0)
-    # Under schedule="static" a thread's blocks are contiguous: it prefetches its next one
-    # (see elementwise_block). Once past its last block it prefetches a block of the next
-    # thread's share, which that thread has already read: harmless.
-    cdef Py_ssize_t n_next = max(<Py_ssize_t>0, min(<Py_ssize_t>EW_BLOCK, a.n - i0 - m))
+    # Under schedule="static" a thread's blocks are contiguous: it prefetches the start of
+    # its next one (see elementwise_block). Past its last block it prefetches the start of
+    # the next thread's share, which that thread has already read: harmless.
+    cdef Py_ssize_t n_next = max(<Py_ssize_t>0, min(<Py_ssize_t>EW_AHEAD, a.n - i0 - m))
     return elementwise_block(
         prm, mode,
         <const floating*>a.pred + i0, <const floating*>a.target + i0,

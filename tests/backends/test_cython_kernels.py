@@ -10,7 +10,9 @@ directly, not only the one the package picks. Properties, each a test:
 * the results are bitwise identical for n_threads = 1, 2, 3, 7;
 * importing the extensions leaves the floating-point environment alone (no flush-to-zero);
 * the vectorised exp/log/log1p are within 1.5 ulp of correctly rounded over the whole range
-  (measured maximum 1.01 ulp: see fastloss.backends.cython);
+  (measured maximum 1.01 ulp: see fastloss.backends.cython), and so are the cheaper log q
+  and log(1 - q) over q in [0, 1];
+* BCE from probabilities clips exactly where the float64 test ``lo <= p <= hi`` says;
 * concurrent calls from several Python threads give the single-threaded results;
 * malformed jobs raise instead of reaching native code.
 """
@@ -147,6 +149,7 @@ def test_elementwise_matches_reference(mod, dtype, kind):
             {},
             {"weight": w, "scale": 0.37},
             {"weight": w, "pos_weight": pw, "smoothing": 0.2, "delta": 0.5},
+            {"pos_weight": pw, "smoothing": 0.1},
             {"clip_lo": 1e-3, "clip_hi": 1 - 1e-3, "smoothing": 1.0, "delta": 2.0},
         ):
             if not kind.startswith("bce"):
@@ -154,6 +157,25 @@ def test_elementwise_matches_reference(mod, dtype, kind):
             _compare(
                 mod, ElementwiseJob, "elementwise", dtype, kind=kind, pred=p, target=t, **options
             )
+
+
+@pytest.mark.parametrize("mod", ISA)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bce_prob_clip_test_is_the_float64_one(mod, dtype):
+    """The kernel compares p with the bounds in the input dtype (bounds rounded outwards,
+    see _kernels.pyx): the elements just inside and just outside bounds that the dtype
+    cannot represent get a gradient exactly where the float64 test ``lo <= p <= hi`` says."""
+    for lo, hi in ((1e-3, 1 - 1e-3), (0.1, 0.9), (float(np.float32(0.1)), float(np.float32(0.9)))):
+        near = []
+        for b in (lo, hi):
+            c = dtype(b)
+            near += [c, np.nextafter(c, dtype(0)), np.nextafter(c, dtype(1))]
+        p = np.array(near * 4, dtype)
+        t = np.repeat(np.array([0.0, 1.0, 0.3, 0.7], dtype), len(near))
+        _, g, _ = _compare(mod, ElementwiseJob, "elementwise", dtype, kind="bce_prob", pred=p,
+                           target=t, clip_lo=lo, clip_hi=hi)
+        inside = (p.astype(np.float64) >= lo) & (p.astype(np.float64) <= hi)
+        np.testing.assert_array_equal(g != 0, inside)
 
 
 @pytest.mark.parametrize("mod", ISA)
@@ -480,13 +502,15 @@ def test_result_independent_of_n_threads(mod, dtype):
     jobs = []
     for kind in ELEMENTWISE_KINDS:
         p, t = _elementwise_data(kind, n, dtype, rng, specials=False)
-        jobs.append(
-            (
-                ElementwiseJob,
-                "elementwise",
-                dict(kind=kind, pred=p, target=t, weight=rng.random(n), scale=1 / n),
+        # each combination of weight / pos_weight has its own compiled loop
+        options = [{"weight": rng.random(n), "scale": 1 / n}, {}]
+        if kind.startswith("bce"):
+            pw = rng.random(n) * 3
+            options += [{"pos_weight": pw}, {"weight": rng.random(n), "pos_weight": pw}]
+        for opts in options:
+            jobs.append(
+                (ElementwiseJob, "elementwise", dict(kind=kind, pred=p, target=t, **opts))
             )
-        )
     for from_logits in (True, False):
         for c in (10, 300):
             x, labels, target = _ce_data(n // c, c, dtype, rng, from_logits, False)
@@ -576,10 +600,11 @@ def test_import_leaves_fp_environment_alone():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-def _ulp_error(got, x, fn, dtype):
-    """Max error of got in ulps of the correctly rounded result, and special-value mismatches."""
+def _ulp_error(got, x, fn, dtype, exact=None):
+    """Max error of got in ulps of the correctly rounded result of ``np.<fn>`` (or of
+    ``exact``), and special-value mismatches."""
     with np.errstate(all="ignore"):
-        exact = getattr(np, fn)(x.astype(np.longdouble))
+        exact = (exact or getattr(np, fn))(x.astype(np.longdouble))
         rounded = exact.astype(dtype)
     same = (got == rounded) | (np.isnan(got) & np.isnan(rounded))
     finite = np.isfinite(rounded)
@@ -656,6 +681,34 @@ def test_softplus_pieces_accurate_on_their_domain(mod, dtype):
             np.abs(rounded[sel])
         ).astype(np.longdouble)
         assert float(err.max(initial=0)) < 2.5, fn
+
+
+@pytest.mark.parametrize("mod", ISA)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", ["log_unit", "log1m_unit"])
+def test_probability_logs_accurate_on_their_domain(mod, dtype, fn):
+    """log(q) and log(1 - q) for q in [0, 1] (and NaN), as the BCE-from-probabilities kernel
+    uses: every bit pattern of [0, 1] uniformly, q near 0 (subnormals included), 1/2 and 1."""
+    rng = np.random.default_rng(9)
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    one = int(np.array(1, dtype).view(bits))
+    info = np.finfo(dtype)
+    tiny = -45 if dtype == np.float32 else -320
+    q = np.concatenate(
+        [
+            rng.integers(0, one, 400_000, dtype=bits, endpoint=True).view(dtype),
+            rng.random(200_000),
+            10.0 ** rng.uniform(tiny, 0, 100_000),
+            1 - 10.0 ** rng.uniform(-17, 0, 100_000),
+            0.5 + rng.uniform(-1e-3, 1e-3, 50_000),
+            [0.0, -0.0, 1.0, 0.5, np.nan, info.smallest_subnormal, info.tiny, 1 - info.epsneg],
+        ]
+    ).astype(dtype)
+    q = q[(q <= 1) | np.isnan(q)]
+    exact = {"log_unit": np.log, "log1m_unit": lambda v: np.log1p(-v)}[fn]
+    err, bad = _ulp_error(mod.math_apply(fn, q), q, None, dtype, exact=exact)
+    assert bad == 0
+    assert err < 1.5, f"{fn} {np.dtype(dtype).name}: {err:.3f} ulp"
 
 
 # ---- safety -----------------------------------------------------------------------------------

@@ -28,7 +28,8 @@
  *            (musl's log1p), which keeps full precision for tiny x.
  *   Special values (0, negative, +-inf, NaN) are fixed up by selects at the end.
  *   The kernels use cheaper variants where the argument's range is known: exp of x <= 0
- *   (softmax, softplus) and log1p(e) with 1/(1+e) for e in [0, 1] (softplus, sigmoid).
+ *   (softmax, softplus), log1p(e) with 1/(1+e) for e in [0, 1] (softplus, sigmoid), and
+ *   log(q), log(1 - q) for q in [0, 1] (binary cross-entropy from probabilities).
  *
  * Measured maximum errors (all < 1.1 ulp, the softplus pieces < 2 ulp) are tabulated in the
  * docstring of fastloss.backends.cython; tests/backends/test_cython_kernels.py checks them.
@@ -256,6 +257,45 @@ FL_INLINE double fl_log1p(double x)
     r = x < -1.0 ? NAN : r;
     r = x == -1.0 ? -INFINITY : r;
     return x == INFINITY ? INFINITY : r;
+}
+
+/* log(q) and log(1 - q) for q in [0, 1] or NaN: the two logarithms of binary cross-entropy
+ * from a clipped probability. The special cases that cannot occur (negative, +inf) are not
+ * fixed up, and the rest more cheaply than by fl_logf/fl_log1pf:
+ *   log(q): a NaN q propagates as the core's c = q - q (0 for every other q);
+ *   log(1 - q) = log(u) + c/u, u = 1 - q rounded, c = (1 - u) - q its exact rounding error
+ *            (Fast2Sum: |1| >= |q|). c is 0 for q >= 1/2 (Sterbenz) and u > 1/2 otherwise,
+ *            where 1/u = 1/(1 - q) is replaced by 1 + q + q^2 (relative error < q^3/(1-q) <=
+ *            1/4, on a c/u below one ulp of the result: the division of log1p is saved).
+ *            u is 0 or >= 2^-24 (2^-53), never subnormal; a NaN q propagates through c. */
+FL_INLINE float fl_log_unitf(float q)
+{
+    int sub = q < 1.17549435e-38f;
+    float r = fl__logf_core(sub ? q * 33554432.0f : q, sub ? -25.0f : 0.0f, q - q);
+    return q == 0.0f ? -INFINITY : r;
+}
+
+FL_INLINE double fl_log_unit(double q)
+{
+    int sub = q < 2.2250738585072014e-308;
+    double r = fl__log_core(sub ? q * 18014398509481984.0 : q, sub ? -54.0 : 0.0, q - q);
+    return q == 0.0 ? -INFINITY : r;
+}
+
+FL_INLINE float fl_log1m_unitf(float q)
+{
+    float u = 1.0f - q;
+    float c = (1.0f - u) - q;
+    float r = fl__logf_core(u, 0.0f, c + c * (q + q * q));
+    return u == 0.0f ? -INFINITY : r;
+}
+
+FL_INLINE double fl_log1m_unit(double q)
+{
+    double u = 1.0 - q;
+    double c = (1.0 - u) - q;
+    double r = fl__log_core(u, 0.0, c + c * (q + q * q));
+    return u == 0.0 ? -INFINITY : r;
 }
 
 /* log1p(e) and 1/(1+e) for e in [0, 1] (or NaN): the pieces of softplus and sigmoid of a
@@ -498,7 +538,9 @@ FL_INLINE void fl_transpose_out_f64(const double *xt, ptrdiff_t S, ptrdiff_t C, 
 #endif
 
 /* Software prefetch of the cache lines of [p, p + bytes) into all cache levels, for
- * reading or (write = 1) for writing (PREFETCHW where the CPU has it). */
+ * reading or (write = 1) for writing (PREFETCHW where the CPU has it). Always inlined, and
+ * so must be its callers: GCC models a prefetch as free of side effects, so a call of a
+ * non-inlined function that only prefetches is deleted as dead code. */
 FL_INLINE void fl_prefetch(const void *p, ptrdiff_t bytes, int write)
 {
 #if defined(__GNUC__)
@@ -510,6 +552,19 @@ FL_INLINE void fl_prefetch(const void *p, ptrdiff_t bytes, int write)
         for (ptrdiff_t i = 0; i < bytes; i += 64)
             __builtin_prefetch(c + i, 0, 3);
 #endif
+}
+
+/* fl_prefetch of elements [i0, i1) of the array at base (nothing when i1 <= i0). */
+FL_INLINE void fl_prefetch_range(const void *base, ptrdiff_t itemsize, ptrdiff_t i0, ptrdiff_t i1)
+{
+    if (i1 > i0)
+        fl_prefetch((const char *)base + i0 * itemsize, (i1 - i0) * itemsize, 0);
+}
+
+FL_INLINE void fl_prefetch_range_w(const void *base, ptrdiff_t itemsize, ptrdiff_t i0, ptrdiff_t i1)
+{
+    if (i1 > i0)
+        fl_prefetch((const char *)base + i0 * itemsize, (i1 - i0) * itemsize, 1);
 }
 
 /* Copy n values to dst with non-temporal (streaming) stores where the ISA has them: the

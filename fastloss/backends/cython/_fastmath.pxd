@@ -11,6 +11,10 @@ cdef extern from "_fastmath.h" nogil:
     double fl_log(double x)
     float fl_log1pf(float x)
     double fl_log1p(double x)
+    float fl_log_unitf(float q)
+    double fl_log_unit(double q)
+    float fl_log1m_unitf(float q)
+    double fl_log1m_unit(double q)
     float fl_log1p_unitf(float e, float* inv)
     double fl_log1p_unit(double e, double* inv)
     double fl_sum_f32(const float* x, Py_ssize_t n)
@@ -26,6 +30,8 @@ cdef extern from "_fastmath.h" nogil:
     void fl_transpose_out_f64(const double* xt, Py_ssize_t S, Py_ssize_t C, Py_ssize_t R,
                               double* out)
     void fl_prefetch(const void* p, Py_ssize_t nbytes, int write)
+    void fl_prefetch_range(const void* base, Py_ssize_t itemsize, Py_ssize_t i0, Py_ssize_t i1)
+    void fl_prefetch_range_w(const void* base, Py_ssize_t itemsize, Py_ssize_t i0, Py_ssize_t i1)
     void fl_stream_f32(float* dst, const float* src, Py_ssize_t n)
     void fl_stream_f64(double* dst, const double* src, Py_ssize_t n)
     void fl_sfence()
@@ -35,6 +41,15 @@ cdef extern from "_fastmath.h" nogil:
 
 # Fused front ends: the precision of the math follows the input dtype.
 from cython cimport floating
+from libc.math cimport fabs, fabsf
+
+
+cdef inline floating abs_(floating x) noexcept nogil:
+    """|x| (clears the sign bit: one vector AND)."""
+    if floating is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
 
 
 cdef inline floating exp_(floating x) noexcept nogil:
@@ -64,6 +79,22 @@ cdef inline floating log1p_(floating x) noexcept nogil:
         return fl_log1pf(x)
     else:
         return fl_log1p(x)
+
+
+cdef inline floating log_unit(floating q) noexcept nogil:
+    """log(q) for q in [0, 1] or NaN (cheaper; unspecified elsewhere)."""
+    if floating is float:
+        return fl_log_unitf(q)
+    else:
+        return fl_log_unit(q)
+
+
+cdef inline floating log1m_unit(floating q) noexcept nogil:
+    """log(1 - q) = log1p(-q) for q in [0, 1] or NaN (cheaper; unspecified elsewhere)."""
+    if floating is float:
+        return fl_log1m_unitf(q)
+    else:
+        return fl_log1m_unit(q)
 
 
 cdef inline floating log1p_unit(floating e, floating* inv) noexcept nogil:

@@ -27,6 +27,7 @@ at import by CPU features (see ``fastloss.backends.cython``).
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from libc.math cimport INFINITY, nextafterf
 from libc.stdlib cimport calloc, free, malloc
 
 from fastloss.backends.cython._cross_entropy cimport (
@@ -34,10 +35,11 @@ from fastloss.backends.cython._cross_entropy cimport (
     ce_rows_per_block, ce_small_scratch,
 )
 from fastloss.backends.cython._elementwise cimport (
-    EW_BLOCK, Absolute, BceLogits, BceProb, Huber, Loss, Squared, elementwise_block,
+    EW_AHEAD, EW_BLOCK, Absolute, BceLogits, BceProb, Huber, Loss, Squared, elementwise_block,
 )
 from fastloss.backends.cython._fastmath cimport (
-    exp_, exp_nonpos, fl_cpu_level, fl_mxcsr, fl_prefetch, fl_sfence, log1p_, log1p_unit, log_,
+    exp_, exp_nonpos, fl_cpu_level, fl_mxcsr, fl_sfence, log1m_unit, log1p_, log1p_unit, log_,
+    log_unit,
 )
 from fastloss.backends.cython._modes cimport Mode, Soft, Sparse, Target, ValueOnly, WithGrad
 
@@ -52,16 +54,9 @@ cnp.import_array()
 cdef Py_ssize_t SERIAL_BELOW_CHEAP = 16384   # squared, absolute, huber
 cdef Py_ssize_t SERIAL_BELOW = 8192          # exp/log per element: BCE, cross-entropy
 
-# Gradients of at least this many bytes (out of place) are written with streaming stores.
+# Cross-entropy gradients of at least this many bytes (out of place) are written with
+# streaming stores (the elementwise kernels prefetch theirs for writing instead: faster).
 cdef Py_ssize_t STREAM_ABOVE = 64 << 20
-
-# How many blocks ahead the elementwise kernels prefetch their inputs.
-cdef Py_ssize_t EW_AHEAD = 2
-
-# Weight vectors of ones (elementwise jobs without weight/pos_weight).
-cdef double ONES[EW_BLOCK]
-for _i in range(EW_BLOCK):
-    ONES[_i] = 1.0
 
 
 # ---- array checks (the contract says they hold; checking costs ~50 ns and makes a broken
@@ -126,24 +121,18 @@ cdef inline double _ew_block_at(const Loss* prm, const Mode* mode, const EWArray
                                 const floating* dtype, Py_ssize_t b) noexcept nogil:
     cdef Py_ssize_t i0 = b * EW_BLOCK
     cdef Py_ssize_t m = min(<Py_ssize_t>EW_BLOCK, a.n - i0)
-    # Value-only BCE (an arithmetic-heavy loop with no store stream) waits on memory with
-    # the hardware prefetchers alone: prefetching its inputs EW_AHEAD blocks ahead made it
-    # 1.75x faster at 2^26 elements. The same prefetch slows every other loop (by 10-30%,
-    # measured), which the hardware prefetchers already keep fed.
-    cdef Py_ssize_t ahead = i0 + EW_AHEAD * EW_BLOCK
-    cdef Py_ssize_t nahead = min(<Py_ssize_t>EW_BLOCK, a.n - ahead)
-    if Mode is ValueOnly and (Loss is BceLogits or Loss is BceProb):
-        if nahead > 0:
-            fl_prefetch(<const floating*>a.pred + ahead, nahead * sizeof(floating), 0)
-            fl_prefetch(<const floating*>a.target + ahead, nahead * sizeof(floating), 0)
+    # Under schedule="static" a thread's blocks are contiguous: it prefetches the start of
+    # its next one (see elementwise_block). Past its last block it prefetches the start of
+    # the next thread's share, which that thread has already read: harmless.
+    cdef Py_ssize_t n_next = max(<Py_ssize_t>0, min(<Py_ssize_t>EW_AHEAD, a.n - i0 - m))
     return elementwise_block(
         prm, mode,
         <const floating*>a.pred + i0, <const floating*>a.target + i0,
-        <const double*>ONES if a.weight == NULL else a.weight + i0,
-        <const double*>ONES if a.pos_weight == NULL else a.pos_weight + i0,
+        <const double*>NULL if a.weight == NULL else a.weight + i0,
+        <const double*>NULL if a.pos_weight == NULL else a.pos_weight + i0,
         NULL if a.grad == NULL else <floating*>a.grad + i0,
         NULL if a.loss_out == NULL else <floating*>a.loss_out + i0,
-        a.scale, m,
+        a.scale, m, n_next,
     )
 
 
@@ -174,6 +163,19 @@ cdef double _ew_dispatch(const Loss* prm, const EWArrays* a, bint f32, double* s
     if a.grad == NULL:
         return _ew_run(prm, &value_only, a, d, sums)
     return _ew_run(prm, &with_grad, a, d, sums)
+
+
+cdef double _bound(double x, bint f32, int direction) noexcept:
+    """x rounded to the input dtype upwards (direction 1) or downwards (-1): for a float32
+    p, ``p < _bound(lo, 1)`` exactly when ``p < lo`` in float64 (no float32 lies between)."""
+    cdef float f = <float>x
+    if not f32 or <double>f == x or x != x:
+        return x
+    if direction > 0 and <double>f < x:
+        return nextafterf(f, INFINITY)
+    if direction < 0 and <double>f > x:
+        return nextafterf(f, -INFINITY)
+    return f
 
 
 cdef double _ew_call(str kind, EWArrays* a, bint f32, double delta, double smoothing,
@@ -212,6 +214,8 @@ cdef double _ew_call(str kind, EWArrays* a, bint f32, double delta, double smoot
             bce_prob.smoothing = smoothing
             bce_prob.lo = clip_lo
             bce_prob.hi = clip_hi
+            bce_prob.lo_cmp = _bound(clip_lo, f32, 1)
+            bce_prob.hi_cmp = _bound(clip_hi, f32, -1)
             with nogil:
                 total = _ew_dispatch(&bce_prob, a, f32, sums)
         else:
@@ -677,17 +681,24 @@ cdef void _map_math(int op, const floating* x, floating* y, Py_ssize_t n) noexce
     elif op == 4:
         for i in range(n):
             y[i] = log1p_unit(x[i], &inv)
-    else:
+    elif op == 5:
         for i in range(n):
             log1p_unit(x[i], &y[i])
+    elif op == 6:
+        for i in range(n):
+            y[i] = log_unit(x[i])
+    else:
+        for i in range(n):
+            y[i] = log1m_unit(x[i])
 
 
 def math_apply(str name, x):
     """Apply this build's vectorised math elementwise (tests only): ``exp``, ``exp_nonpos``
-    (x ≤ 0), ``log``, ``log1p``, and for e in [0, 1] ``log1p_unit`` (log1p(e)) and
-    ``inv1p_unit`` (1/(1+e))."""
+    (x ≤ 0), ``log``, ``log1p``, for e in [0, 1] ``log1p_unit`` (log1p(e)) and
+    ``inv1p_unit`` (1/(1+e)), and for q in [0, 1] ``log_unit`` (log q) and ``log1m_unit``
+    (log(1 - q))."""
     cdef int op = {"exp": 0, "log": 1, "log1p": 2, "exp_nonpos": 3, "log1p_unit": 4,
-                   "inv1p_unit": 5}[name]
+                   "inv1p_unit": 5, "log_unit": 6, "log1m_unit": 7}[name]
     cdef cnp.ndarray xa = np.ascontiguousarray(x)
     if xa.dtype != np.float32 and xa.dtype != np.float64:
         raise ValueError("x must be float32 or float64")

@@ -373,18 +373,33 @@ def _lanes_block_losses(xs, ts, n_rows, c, soft, lab, wts, has_w, kappa, prm, sc
     else:
         for r in range(n_rows):
             wr[r] = 1.0
-    for j in range(c):
-        kj = kappa[j]
-        jf = cast_like(np.float64(j), one)
+    if soft or prm[_EPSC] != zero:
+        for j in range(c):
+            kj = kappa[j]
+            jf = cast_like(np.float64(j), one)
+            for r in range(n_rows):
+                k = _u(j * n_rows + r)
+                z = xt[k] - rm[r]
+                ej = exp_nonpositive(z)
+                xt[k] = ej
+                rs[r] = rs[r] + ej
+                cj = _lane_coefficient(soft, jf, ry[r], kj, tt[k], prm)
+                rw[r] = rw[r] + cj
+                rd[r] = rd[r] + _times(cj, z)
+    else:
+        # one-hot: W = c_y and Σ c_j z_j = c_y·z_y, as in the row path
+        for j in range(c):
+            for r in range(n_rows):
+                k = _u(j * n_rows + r)
+                ej = exp_nonpositive(xt[k] - rm[r])
+                xt[k] = ej
+                rs[r] = rs[r] + ej
         for r in range(n_rows):
-            k = _u(j * n_rows + r)
-            z = xt[k] - rm[r]
-            ej = exp_nonpositive(z)
-            xt[k] = ej
-            rs[r] = rs[r] + ej
-            cj = _lane_coefficient(soft, jf, ry[r], kj, tt[k], prm)
-            rw[r] = rw[r] + cj
-            rd[r] = rd[r] + _times(cj, z)
+            y = lab[r]
+            y = y if y != ignore_index else 0
+            cy = (prm[_OM] + prm[_EPSC]) * kappa[_u(y)]
+            rw[r] = cy
+            rd[r] = _times(cy, xs[_u(r * c + y)] - rm[r])
     acc = 0.0
     left = 0
     for r in range(n_rows):

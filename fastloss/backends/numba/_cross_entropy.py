@@ -49,6 +49,7 @@ from ._intrinsics import (
     helper,
     maxnum,
     prefer_wide_vectors,
+    prefetch_lines,
     stream_copy,
 )
 from ._math import exp_nonpositive, log
@@ -63,6 +64,8 @@ BLOCK_ELEMS = 1 << 14
 LANES_ELEMS = 2048
 #: Below this many classes, logits take the small-C (rows in SIMD lanes) path.
 SMALL_C = 64
+#: Elements of a row's pass 2 between two prefetch slices of the next row.
+PREFETCH_CHUNK = 512
 #: A gradient written into a separate output of at least this many bytes is streamed out
 #: with non-temporal stores (see :func:`._intrinsics.stream_copy`).
 STREAM_BYTES = 1 << 23
@@ -89,6 +92,14 @@ def lanes_rows(c):
 
 
 @helper
+def _u(i):
+    """An index as uint64: Numba adds no negative-index wrap-around for unsigned indices,
+    which for a computed index like ``j·R + r`` would turn a contiguous vector load into a
+    gather (LLVM cannot prove ``j·R + r ≥ 0``)."""
+    return np.uint64(i)
+
+
+@helper
 def _times(c, z):
     """``c·z``, except that a zero coefficient gives 0 even when ``z`` is infinite."""
     return cast_like(0.0, z) if c == 0 else c * z
@@ -109,7 +120,7 @@ def _coefficient(how, j, y, cy, kappa, trow, prm):
     """Target coefficient ``c_j`` of class ``j`` of a row (``how``: ONE_HOT, SPARSE or SOFT)."""
     if how == ONE_HOT:
         return cy if j == y else cast_like(0.0, cy)
-    return _class_coefficient(how == SOFT, j == y, cy, kappa[j], trow[j], prm)
+    return _class_coefficient(how == SOFT, j == y, cy, kappa[_u(j)], trow[_u(j)], prm)
 
 
 @helper
@@ -131,24 +142,35 @@ def _row_sum(x):
 
 
 @njit(inline="always", error_model="numpy")
-def _softmax_pass(x, m, e, how, y, cy, kappa, trow, prm):
+def _softmax_pass(x, m, e, how, y, cy, kappa, trow, prm, nx, nt):
     """Pass 2 of a logits row: ``(s, W, Σ c_j z_j)`` with ``z_j = x_j − m``; stores ``e_j`` into
     the scratch row ``e`` (also for a value-only call: one L1 store per element is cheaper
     than compiling the loop twice). ``W`` and the sum are only formed for SPARSE and SOFT
-    (ONE_HOT: 0, the caller adds the label's term)."""
+    (ONE_HOT: 0, the caller adds the label's term).
+
+    Slice by slice of :data:`PREFETCH_CHUNK` elements, the same slice of the next row ``nx``
+    (and of its soft target ``nt``) is prefetched, so that its transfer from memory overlaps
+    this arithmetic instead of stalling the next row's first pass."""
     zero = cast_like(0.0, m)
     s = zero
     w_sum = zero
     dot = zero
-    for j in range(x.size):
-        z = x[j] - m
-        ej = exp_nonpositive(z)
-        s = acc_add(s, ej)
-        e[j] = ej
-        if how != ONE_HOT:
-            c = _coefficient(how, j, y, cy, kappa, trow, prm)
-            w_sum = acc_add(w_sum, c)
-            dot = acc_add(dot, _times(c, z))
+    n = x.size
+    for j0 in range(0, n, PREFETCH_CHUNK):
+        j1 = min(n, j0 + PREFETCH_CHUNK)
+        prefetch_lines(nx, j0, j1)
+        if how == SOFT:
+            prefetch_lines(nt, j0, j1)
+        for j in range(j0, j1):
+            ju = _u(j)  # (no negative-index wrap-around: see _u)
+            z = x[ju] - m
+            ej = exp_nonpositive(z)
+            s = acc_add(s, ej)
+            e[ju] = ej
+            if how != ONE_HOT:
+                c = _coefficient(how, j, y, cy, kappa, trow, prm)
+                w_sum = acc_add(w_sum, c)
+                dot = acc_add(dot, _times(c, z))
     return s, w_sum, dot
 
 
@@ -184,9 +206,10 @@ def _fill(row, value):
 
 
 @njit(inline="always", error_model="numpy")
-def _logits_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_grad, stream):
+def _logits_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_grad, stream, nx, nt):
     """``w·l`` of one logits row; writes ``scale·w·∂l/∂x`` into ``g`` if ``want_grad``. ``e`` is
-    a scratch row; ``x`` and ``g`` may be the same row (``g`` is written last, from ``e``)."""
+    a scratch row; ``x`` and ``g`` may be the same row (``g`` is written last, from ``e``).
+    ``nx``, ``nt``: the next row and its soft target, prefetched in pass 2."""
     one = cast_like(1.0, prm[_OM])
     cy = cast_like(0.0, one)  # the label's coefficient (sparse targets)
     if how != SOFT:
@@ -208,7 +231,7 @@ def _logits_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_grad, stre
     if defined:
         if how == ONE_HOT:
             dot = _times(cy, x[y] - m)  # before pass 2 may overwrite x (= e for an inf row)
-        s, pass_w_sum, pass_dot = _softmax_pass(x, m, e, how, y, cy, kappa, trow, prm)
+        s, pass_w_sum, pass_dot = _softmax_pass(x, m, e, how, y, cy, kappa, trow, prm, nx, nt)
         if how != ONE_HOT:
             w_sum = pass_w_sum
             dot = pass_dot
@@ -291,14 +314,6 @@ OUT_OF_LINE = {**HELPER_OPTIONS, "forceinline": False}
 # rows of a thread's (_NROWS, R) row scratch: max, Σe, W, Σc·z, a, b, label, regular
 _RM, _RS, _RW, _RD, _RA, _RB, _RY, _REGULAR = range(8)
 _NROWS = 8
-
-
-@helper
-def _u(i):
-    """An index as uint64: Numba adds no negative-index wrap-around for unsigned indices,
-    which for a computed index like ``j·R + r`` would turn a contiguous vector load into a
-    gather (LLVM cannot prove ``j·R + r ≥ 0``)."""
-    return np.uint64(i)
 
 
 @helper
@@ -478,18 +493,21 @@ def _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout, prm, s
     kernel took twice as long to compile."""
     prefer_wide_vectors()
     r0 = end - regular.size
+    n = x.shape[0]
     for i in range(first, end):
         if small and regular[i - r0] != 0:
             continue  # done by the small-C path
         w = weight[i] if has_w else 1.0
         gi = g[i] if want_grad else e2  # (g is a stand-in without a gradient: not indexed)
+        nx = x[i + 1] if i + 1 < n else x[i]  # the next row, prefetched (logits)
         # `how` is a literal at each call so that the class loops compile without a
         # per-element branch on it.
         if not sparse:
             trow = target[i]
             if from_logits:
+                nt = target[i + 1] if i + 1 < n else trow
                 wl = _logits_row(x[i], gi, e, e2, SOFT, 0, kappa, trow, prm, w, scale, want_grad,
-                                 stream)
+                                 stream, nx, nt)
             else:
                 wl = _probabilities_row(x[i], gi, e, e2, SOFT, 0, kappa, trow, prm, w, scale,
                                         want_grad, stream)
@@ -503,10 +521,10 @@ def _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout, prm, s
                                     want_grad, stream)
         elif smooth:
             wl = _logits_row(x[i], gi, e, e2, SPARSE, labels[i], kappa, e, prm, w, scale,
-                             want_grad, stream)
+                             want_grad, stream, nx, nx)
         else:
             wl = _logits_row(x[i], gi, e, e2, ONE_HOT, labels[i], kappa, e, prm, w, scale,
-                             want_grad, stream)
+                             want_grad, stream, nx, nx)
         acc += wl
         if has_loss:
             lout[i] = wl

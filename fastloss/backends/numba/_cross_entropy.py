@@ -300,11 +300,12 @@ def _probabilities_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_gra
 # sparse coefficients are 0 off the label, which gives exactly the row path's one-hot
 # sums (`W = c_y`, `Σ c_j z_j = c_y·z_y`; adding zeros is exact).
 #
-# Verified in the generated code (`inspect_asm`, Numba 0.68 / LLVM, AVX-512 host): the max,
-# exp-and-sums, row-loss (float64 `log`) and gradient loops of both functions are `zmm`
-# loops (`vmaxps`, `vfmadd…ps`, `vscalefps`-free integer exponent build, masked `vcmpps` for
-# the label test) with no calls and no gathers/scatters; the transposes are unrolled scalar
-# `vmovss` moves.
+# Verified in the generated code (`KERNEL.inspect_asm`, Numba 0.68, AVX-512 host, float32):
+# the max loop is `vmaxps zmm` (with the `vcmpunordps` NaN fix-up of maxnum), both
+# exp-and-sums loops (one-hot / with coefficients) are `zmm` FMA loops, the row-loss loop
+# runs the float64 `log` on `zmm` (`vfmadd…pd`), the gradient loop is `zmm`; no gathers or
+# scatters anywhere in the kernel, and the only calls are Numba's reference counting at
+# function entry and exit. The transposes are unrolled scalar `vmovss` moves.
 
 # The two phases are compiled as functions of their own (not inlined into the kernel): LLVM
 # generates markedly better code for their short loops on their own than inside the
@@ -578,7 +579,7 @@ def _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target, weight,
     if not small:
         acc = _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout, prm,
                     scale, ignore_index, has_w, has_loss, smooth, want_grad, stream, e,
-                    e2, r0, r1, False, rt[_REGULAR], acc)
+                    e2, r0, r1, small, rt[_REGULAR, :1], acc)
     else:
         q0 = r0
         while q0 < r1:
@@ -592,7 +593,7 @@ def _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target, weight,
             if left > 0:
                 acc = _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout,
                             prm, scale, ignore_index, has_w, has_loss, smooth, want_grad,
-                            stream, e, e2, q0, q1, True, rt[_REGULAR, :q1 - q0], acc)
+                            stream, e, e2, q0, q1, small, rt[_REGULAR, :q1 - q0], acc)
             if want_grad:
                 _lanes_block_gradient(gf[q0 * c:q1 * c], q1 - q0, c, not sparse, kappa, prm,
                                       xt, tt, rt, buf, stream, left)

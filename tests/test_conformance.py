@@ -141,6 +141,8 @@ _BIG = {"elementwise": (123_457, 3), "ce_small_c": (40_013, 10), "ce_large_c": (
         ("huber", {"delta": 1.0}, "elementwise"),
         ("bce", {"from_logits": True, "label_smoothing": 0.1}, "elementwise"),
         ("sparse_cce", {"from_logits": True, "ignore_index": -100}, "ce_small_c"),
+        ("cce", {"from_logits": True, "label_smoothing": 0.1, "class_weight": "vector"},
+         "ce_small_c"),
         ("cce", {"from_logits": False, "label_smoothing": 0.1}, "ce_small_c"),
         ("sparse_cce", {"from_logits": True, "class_weight": "vector"}, "ce_large_c"),
     ],

@@ -367,10 +367,11 @@ def test_cross_entropy_matches_reference(from_logits, sparse, dtype, rng):
 def test_cross_entropy_clean_rows_match_reference_tightly(dtype, rng):
     """Without edge rows the sum is finite and must match at the dtype's tolerance, for both
     the small-C and the row path and several blocks (so several threads)."""
-    for n, c in [(9_000, 10), (300, 200)]:
+    for (n, c), sparse in [((9_000, 10), True), ((9_000, 10), False), ((300, 200), True),
+                           ((300, 200), False)]:
         for opts in CE_OPTIONS[:3]:
-            x, labels, target, args, kw = _ce_case(True, True, dtype, n, c, rng, opts, False)
-            make = _ce_job_factory(True, True, x, labels, target, args, kw, "grad")
+            x, labels, target, args, kw = _ce_case(True, sparse, dtype, n, c, rng, opts, False)
+            make = _ce_job_factory(True, sparse, x, labels, target, args, kw, "grad")
             (v_ref, g_ref, l_ref), (v, g, lo) = run_both(lambda b: b.cross_entropy, make)
             assert_close(g, g_ref, dtype, scale=_scale(g_ref))
             assert_close(v, v_ref, dtype, scale=_scale(l_ref) * np.sqrt(n))
@@ -393,6 +394,50 @@ def test_cross_entropy_modes_agree_bitwise(from_logits, sparse, dtype, rng):
         np.testing.assert_array_equal(results["grad"][1], results["inplace"][1])
         np.testing.assert_array_equal(results["grad"][2], results["value"][2])
         np.testing.assert_array_equal(results["value"][3], x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "soft"])
+@pytest.mark.parametrize("opts", CE_OPTIONS[:3], ids=["plain", "weights", "smoothing"])
+def test_cross_entropy_small_c_lanes_path(opts, sparse, dtype, rng):
+    """The small-C (rows in SIMD lanes) path over several blocks and chunks, with edge rows
+    (no limit, +inf, NaN, ignored) inside later chunks, at a chunk's first and last row and
+    in the last, partial chunk: matches the reference, and is bitwise the same for 1, 2 and
+    3 threads, in place and value only."""
+    c = 10
+    rows = _cross_entropy.rows_per_block(c)
+    chunk = max(16, _cross_entropy.LANES_ELEMS // c // 16 * 16)
+    n = 2 * rows + 3 * chunk + 7  # neither a multiple of the chunk nor of 16
+    x, labels, target, args, kw = _ce_case(True, sparse, dtype, n, c, rng, opts, False)
+    for at in (chunk - 1, chunk, rows + chunk + 5, n - 1):
+        x[at, 3] = np.nan
+    x[rows - 1] = -np.inf
+    x[rows, 4] = np.inf
+    x[n - 2, :2] = np.inf
+    x[2 * rows + 1] = 0.0
+    if sparse:
+        labels[[chunk + 2, rows + 1, n - 3]] = -1
+    make = _ce_job_factory(True, sparse, x, labels, target, args, kw, "grad")
+    (v_ref, g_ref, l_ref), (v, g, lo) = run_both(lambda b: b.cross_entropy, make)
+    assert_close(g, g_ref, dtype, scale=_scale(g_ref))
+    assert_close(lo, l_ref, dtype, scale=_scale(l_ref))
+    assert np.isnan(v) and np.isnan(v_ref)
+    finite = np.isfinite(l_ref)
+    assert finite.sum() > n - 12
+    if sparse:
+        assert np.all(lo[labels == -1] == 0) and np.all(g[labels == -1] == 0)
+    results = []
+    for n_threads in (1, 2, 3):
+        for mode in ("grad", "inplace", "value"):
+            job = _ce_job_factory(True, sparse, x, labels, target, args, kw, mode)()
+            job.n_threads = n_threads
+            value = nb.cross_entropy(job)
+            results.append((mode, value, job.grad_out, job.loss_out))
+    for mode, value, grad, loss in results:
+        assert np.isnan(value)
+        np.testing.assert_array_equal(loss, lo)
+        if grad is not None:
+            np.testing.assert_array_equal(grad, g)
 
 
 def test_read_only_and_empty_inputs_need_no_new_signature(rng, tmp_path):

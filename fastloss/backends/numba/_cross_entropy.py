@@ -31,8 +31,8 @@ probabilities
     ``g_j = −c_j/q̂_j`` (0 outside ``[lo, hi]``), ``Σ g_k q_k``;  3. gradient
     ``scale·w·(g_j − Σ g_k q_k)/S``, formed in scratch and written out once.
 
-Small-C path (sparse logits without smoothing, ``C <`` :data:`SMALL_C`): see the comment
-above :func:`_one_hot_block_losses` — a block's rows are transposed into scratch so that each
+Small-C path (logits, ``C <`` :data:`SMALL_C`, any target and options): see the comment
+above :func:`_lanes_block_losses` — a block's rows are transposed into scratch so that each
 SIMD lane holds one row.
 """
 
@@ -49,6 +49,7 @@ from ._intrinsics import (
     helper,
     maxnum,
     prefer_wide_vectors,
+    prefetch_lines,
     stream_copy,
 )
 from ._math import exp_nonpositive, log
@@ -59,8 +60,12 @@ __all__ = ["KERNEL", "cross_entropy", "kernel_signatures", "rows_per_block"]
 #: Elements per block (rounded to whole rows): the unit of parallel work and of the
 #: deterministic reduction.
 BLOCK_ELEMS = 1 << 14
-#: Below this many classes, sparse logits without smoothing take the small-C path.
+#: Elements per chunk of the small-C path (rounded to a multiple of 16 rows).
+LANES_ELEMS = 2048
+#: Below this many classes, logits take the small-C (rows in SIMD lanes) path.
 SMALL_C = 64
+#: Elements of a row's pass 2 between two prefetch slices of the next row.
+PREFETCH_CHUNK = 512
 #: A gradient written into a separate output of at least this many bytes is streamed out
 #: with non-temporal stores (see :func:`._intrinsics.stream_copy`).
 STREAM_BYTES = 1 << 23
@@ -79,6 +84,21 @@ def rows_per_block(c: int) -> int:
     return max(1, BLOCK_ELEMS // max(c, 1))
 
 
+@njit(**HELPER_OPTIONS)
+def lanes_rows(c):
+    """Rows in one chunk of the small-C path for ``C = c`` classes: a multiple of 16 lanes,
+    about :data:`LANES_ELEMS` elements (so that a chunk's scratch stays in L1)."""
+    return max(16, LANES_ELEMS // max(c, 1) // 16 * 16)
+
+
+@helper
+def _u(i):
+    """An index as uint64: Numba adds no negative-index wrap-around for unsigned indices,
+    which for a computed index like ``j·R + r`` would turn a contiguous vector load into a
+    gather (LLVM cannot prove ``j·R + r ≥ 0``)."""
+    return np.uint64(i)
+
+
 @helper
 def _times(c, z):
     """``c·z``, except that a zero coefficient gives 0 even when ``z`` is infinite."""
@@ -86,13 +106,21 @@ def _times(c, z):
 
 
 @helper
+def _class_coefficient(soft, is_label, cy, kappa_j, t_j, prm):
+    """Target coefficient ``c_j`` of a class with weight ``kappa_j``: soft target entry ``t_j``
+    (``soft``) or, for a sparse label, ``cy`` at the label (``is_label``) and ``κ_j·ε/C``
+    elsewhere (0 without smoothing)."""
+    if soft:
+        return (t_j * prm[_OM] + prm[_EPSC]) * kappa_j
+    return cy if is_label else prm[_EPSC] * kappa_j
+
+
+@helper
 def _coefficient(how, j, y, cy, kappa, trow, prm):
-    """Target coefficient ``c_j`` of class ``j`` (``how``: ONE_HOT, SPARSE or SOFT)."""
-    if how == SOFT:
-        return (trow[j] * prm[_OM] + prm[_EPSC]) * kappa[j]
-    if how == SPARSE:
-        return cy if j == y else prm[_EPSC] * kappa[j]
-    return cy if j == y else cast_like(0.0, cy)
+    """Target coefficient ``c_j`` of class ``j`` of a row (``how``: ONE_HOT, SPARSE or SOFT)."""
+    if how == ONE_HOT:
+        return cy if j == y else cast_like(0.0, cy)
+    return _class_coefficient(how == SOFT, j == y, cy, kappa[_u(j)], trow[_u(j)], prm)
 
 
 @helper
@@ -114,24 +142,35 @@ def _row_sum(x):
 
 
 @njit(inline="always", error_model="numpy")
-def _softmax_pass(x, m, e, how, y, cy, kappa, trow, prm):
+def _softmax_pass(x, m, e, how, y, cy, kappa, trow, prm, nx, nt):
     """Pass 2 of a logits row: ``(s, W, Σ c_j z_j)`` with ``z_j = x_j − m``; stores ``e_j`` into
     the scratch row ``e`` (also for a value-only call: one L1 store per element is cheaper
     than compiling the loop twice). ``W`` and the sum are only formed for SPARSE and SOFT
-    (ONE_HOT: 0, the caller adds the label's term)."""
+    (ONE_HOT: 0, the caller adds the label's term).
+
+    Slice by slice of :data:`PREFETCH_CHUNK` elements, the same slice of the next row ``nx``
+    (and of its soft target ``nt``) is prefetched, so that its transfer from memory overlaps
+    this arithmetic instead of stalling the next row's first pass."""
     zero = cast_like(0.0, m)
     s = zero
     w_sum = zero
     dot = zero
-    for j in range(x.size):
-        z = x[j] - m
-        ej = exp_nonpositive(z)
-        s = acc_add(s, ej)
-        e[j] = ej
-        if how != ONE_HOT:
-            c = _coefficient(how, j, y, cy, kappa, trow, prm)
-            w_sum = acc_add(w_sum, c)
-            dot = acc_add(dot, _times(c, z))
+    n = x.size
+    for j0 in range(0, n, PREFETCH_CHUNK):
+        j1 = min(n, j0 + PREFETCH_CHUNK)
+        prefetch_lines(nx, j0, j1)
+        if how == SOFT:
+            prefetch_lines(nt, j0, j1)
+        for j in range(j0, j1):
+            ju = _u(j)  # (no negative-index wrap-around: see _u)
+            z = x[ju] - m
+            ej = exp_nonpositive(z)
+            s = acc_add(s, ej)
+            e[ju] = ej
+            if how != ONE_HOT:
+                c = _coefficient(how, j, y, cy, kappa, trow, prm)
+                w_sum = acc_add(w_sum, c)
+                dot = acc_add(dot, _times(c, z))
     return s, w_sum, dot
 
 
@@ -167,9 +206,10 @@ def _fill(row, value):
 
 
 @njit(inline="always", error_model="numpy")
-def _logits_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_grad, stream):
+def _logits_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_grad, stream, nx, nt):
     """``w·l`` of one logits row; writes ``scale·w·∂l/∂x`` into ``g`` if ``want_grad``. ``e`` is
-    a scratch row; ``x`` and ``g`` may be the same row (``g`` is written last, from ``e``)."""
+    a scratch row; ``x`` and ``g`` may be the same row (``g`` is written last, from ``e``).
+    ``nx``, ``nt``: the next row and its soft target, prefetched in pass 2."""
     one = cast_like(1.0, prm[_OM])
     cy = cast_like(0.0, one)  # the label's coefficient (sparse targets)
     if how != SOFT:
@@ -191,7 +231,7 @@ def _logits_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_grad, stre
     if defined:
         if how == ONE_HOT:
             dot = _times(cy, x[y] - m)  # before pass 2 may overwrite x (= e for an inf row)
-        s, pass_w_sum, pass_dot = _softmax_pass(x, m, e, how, y, cy, kappa, trow, prm)
+        s, pass_w_sum, pass_dot = _softmax_pass(x, m, e, how, y, cy, kappa, trow, prm, nx, nt)
         if how != ONE_HOT:
             w_sum = pass_w_sum
             dot = pass_dot
@@ -242,116 +282,192 @@ def _probabilities_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_gra
     return w * -np.float64(log_sum)
 
 
-# The small-C path. With few classes, the row path's C-long loops are mostly loop overhead and
-# scalar remainders, so for sparse logits without smoothing (the common small-C case) a block
-# of rows is transposed into scratch (class-major: `xt[j·R + r]`), which puts one row in each
-# SIMD lane: the row maxima and sums become elementwise max/add of contiguous class vectors,
-# the exponentials and the row losses (with `log`) run over contiguous lanes, and the
-# gradient is written back row-major. Rows that are ignored or whose maximum is infinite are
-# flagged and left to the row path.
+# The small-C ("lanes") path. With few classes, the row path's C-long loops are mostly loop
+# overhead and scalar remainders, so for logits with C < SMALL_C (any target: sparse labels,
+# soft targets, smoothing, class and sample weights) a block of R rows is transposed into
+# scratch, class-major (`xt[j·R + r]`, and a soft target likewise into `tt`), which puts one
+# row in each SIMD lane: the row maxima and sums become elementwise max/add of contiguous
+# class vectors, and the exponentials, target coefficients, row losses (with `log`) and
+# gradient factors run over contiguous lanes; the gradient is formed class-major and written
+# back row-major. Per element it costs one scalar transpose in and one out (class loop
+# outside for the transpose in, row loop outside for the one out: both orders were measured,
+# these are the faster ones) besides the vector work. Rows that are ignored or whose maximum
+# is infinite are flagged and left to the row path.
+#
+# One compiled body serves every target kind: the coefficient `c_j` of `_class_coefficient`
+# is formed for the soft and the sparse case branch-free (`soft` is loop invariant: a
+# select), so the lanes path adds two functions to compile, not six. Without smoothing the
+# sparse coefficients are 0 off the label, which gives exactly the row path's one-hot
+# sums (`W = c_y`, `Σ c_j z_j = c_y·z_y`; adding zeros is exact).
+#
+# Verified in the generated code (`KERNEL.inspect_asm`, Numba 0.68, AVX-512 host, float32):
+# the max loop is `vmaxps zmm` (with the `vcmpunordps` NaN fix-up of maxnum), both
+# exp-and-sums loops (one-hot / with coefficients) are `zmm` FMA loops, the row-loss loop
+# runs the float64 `log` on `zmm` (`vfmadd…pd`), the gradient loop is `zmm`; no gathers or
+# scatters anywhere in the kernel, and the only calls are Numba's reference counting at
+# function entry and exit. The transposes are unrolled scalar `vmovss` moves.
 
 # The two phases are compiled as functions of their own (not inlined into the kernel): LLVM
 # generates markedly better code for their short loops on their own than inside the
 # kernel's large loop body (measured: 2.1 → 1.5 ns per element for phase 1, one thread).
 OUT_OF_LINE = {**HELPER_OPTIONS, "forceinline": False}
 
-# rows of a thread's (6, R) row scratch
-_RM, _RS, _RA, _RC, _RZ, _REGULAR = range(6)
+# rows of a thread's (_NROWS, R) row scratch: max, Σe, W, Σc·z, a, b, label, regular
+_RM, _RS, _RW, _RD, _RA, _RB, _RY, _REGULAR = range(8)
+_NROWS = 8
 
 
 @helper
-def _u(i):
-    """An index as uint64: Numba adds no negative-index wrap-around for unsigned indices,
-    which for a computed index like ``j·R + r`` would turn a contiguous vector load into a
-    gather (LLVM cannot prove ``j·R + r ≥ 0``)."""
-    return np.uint64(i)
+def _transpose_in(src, dst, n_rows, c):
+    """``dst[j·R + r] = src[r·c + j]`` for the ``R = n_rows`` rows of ``src`` (class-major)."""
+    for j in range(c):
+        for r in range(n_rows):
+            dst[_u(j * n_rows + r)] = src[_u(r * c + j)]
+
+
+@helper
+def _lane_coefficient(soft, jf, ry, kj, t, prm):
+    """:func:`_class_coefficient` of class ``j`` (``jf``: ``j`` as a float) for a row with
+    label ``ry`` (a float; −1 for a soft target): the label's coefficient is
+    ``(1 − ε + ε/C)·κ_j`` at ``j = y``, so no per-row look-up of ``κ_y`` is needed."""
+    return _class_coefficient(soft, jf == ry, (prm[_OM] + prm[_EPSC]) * kj, kj, t, prm)
 
 
 @njit(**OUT_OF_LINE)
-def _one_hot_block_losses(xs, c, lab, wts, has_w, kappa, prm, scale, ignore_index, xt, rt, r64,
-                          lout, has_loss):
-    """Phase 1 of a small-C block (``xs``: its R rows, flattened). Returns ``(Σ w·l over the
-    regular rows in row order, number of rows left to the row path)``; writes ``w·l`` of the
-    regular rows to ``lout`` (if ``has_loss``), their gradient factors ``scale·w·c_y/s`` to
-    ``rt[_RA]`` and their exponentials (class-major) to ``xt``; ``rt[_REGULAR]`` flags the
-    rows handled here (1) or left to the row path (0). Reads the rows only: it runs before
-    any gradient is written, so an in-place call is safe."""
+def _lanes_block_losses(xs, ts, n_rows, c, soft, lab, wts, has_w, kappa, prm, scale,
+                        ignore_index, xt, tt, rt, r64, lout, has_loss):
+    """Phase 1 of a small-C block (``xs``, ``ts``: its ``n_rows`` rows of logits and soft
+    target, flattened; ``lab`` its labels unless ``soft``). Returns ``(Σ w·l over the regular
+    rows in row order, number of rows left to the row path)``; writes ``w·l`` of the regular
+    rows to ``lout`` (if ``has_loss``), the exponentials (class-major) to ``xt``, the gradient
+    factors ``a = scale·w·W/s``, ``b = scale·w`` to ``rt``, and flags the rows handled here
+    (``rt[_REGULAR]`` 1) or left to the row path (0). ``tt`` receives the transposed target
+    (``soft``; otherwise it is any scratch of the same size, read but unused). ``r64`` is
+    ``(2, R)`` float64 scratch. Reads the rows only: it runs before any gradient is written,
+    so an in-place call is safe. Every per-row loop is branch-free (it vectorises)."""
     prefer_wide_vectors()
-    n_rows = lab.size
     one = cast_like(1.0, prm[_OM])
     zero = cast_like(0.0, one)
     rm = rt[_RM]
     rs = rt[_RS]
+    rw = rt[_RW]
+    rd = rt[_RD]
     ra = rt[_RA]
-    rc = rt[_RC]
-    rz = rt[_RZ]
+    rb = rt[_RB]
+    ry = rt[_RY]
     regular = rt[_REGULAR]
-    for r in range(n_rows):
-        for j in range(c):
-            xt[_u(j * n_rows + r)] = xs[_u(r * c + j)]
+    wl = r64[0]
+    wr = r64[1]
+    _transpose_in(xs, xt, n_rows, c)
+    if soft:
+        _transpose_in(ts, tt, n_rows, c)
     for r in range(n_rows):
         rm[r] = xt[r]
     for j in range(1, c):
         for r in range(n_rows):
             rm[r] = maxnum(rm[r], xt[_u(j * n_rows + r)])
     for r in range(n_rows):
-        y = lab[r]
         m = rm[r]
-        ok = y != ignore_index and m != np.inf and m != -np.inf
+        ok = (m != np.inf) & (m != -np.inf)
         regular[r] = one if ok else zero
-        m = m if ok else zero
-        rm[r] = m
-        yy = y if ok else 0
-        rz[r] = xs[_u(r * c + yy)] - m
-        rc[r] = (prm[_OM] + prm[_EPSC]) * kappa[_u(yy)]
+        rm[r] = m if ok else zero
         rs[r] = zero
-    for j in range(c):
+        rw[r] = zero
+        rd[r] = zero
+    if soft:
         for r in range(n_rows):
-            k = _u(j * n_rows + r)
-            ej = exp_nonpositive(xt[k] - rm[r])
-            xt[k] = ej
-            rs[r] = rs[r] + ej
-    for r in range(n_rows):
-        w = wts[r] if has_w else 1.0
-        cy = np.float64(rc[r])
-        s64 = np.float64(rs[r])
-        r64[r] = w * (cy * log(s64) - np.float64(_times(rc[r], rz[r])))
-        ra[r] = cast_like(scale * w * cy / s64, one)
+            ry[r] = -one
+    else:
+        for r in range(n_rows):
+            y = lab[r]
+            ok = y != ignore_index
+            regular[r] = regular[r] if ok else zero
+            ry[r] = cast_like(np.float64(y), one) if ok else zero  # (y in [0, C) if ok)
+    if has_w:
+        for r in range(n_rows):
+            wr[r] = wts[r]
+    else:
+        for r in range(n_rows):
+            wr[r] = 1.0
+    if soft or prm[_EPSC] != zero:
+        for j in range(c):
+            kj = kappa[j]
+            jf = cast_like(np.float64(j), one)
+            for r in range(n_rows):
+                k = _u(j * n_rows + r)
+                z = xt[k] - rm[r]
+                ej = exp_nonpositive(z)
+                xt[k] = ej
+                rs[r] = rs[r] + ej
+                cj = _lane_coefficient(soft, jf, ry[r], kj, tt[k], prm)
+                rw[r] = rw[r] + cj
+                rd[r] = rd[r] + _times(cj, z)
+    else:
+        # one-hot: W = c_y and Σ c_j z_j = c_y·z_y, as in the row path
+        for j in range(c):
+            for r in range(n_rows):
+                k = _u(j * n_rows + r)
+                ej = exp_nonpositive(xt[k] - rm[r])
+                xt[k] = ej
+                rs[r] = rs[r] + ej
+        for r in range(n_rows):
+            y = lab[r]
+            y = y if y != ignore_index else 0
+            cy = (prm[_OM] + prm[_EPSC]) * kappa[_u(y)]
+            rw[r] = cy
+            rd[r] = _times(cy, xs[_u(r * c + y)] - rm[r])
     acc = 0.0
     left = 0
     for r in range(n_rows):
-        if regular[r] != zero:
-            acc += r64[r]
-        else:
-            left += 1
+        w = wr[r]
+        big_w = np.float64(rw[r])
+        s64 = np.float64(rs[r])
+        wl[r] = w * (big_w * log(s64) - np.float64(rd[r]))
+        ra[r] = cast_like(scale * w * big_w / s64, one)
+        rb[r] = cast_like(scale * w, one)
+    for r in range(n_rows):
+        ok = regular[r] != zero
+        acc += wl[r] if ok else 0.0
+        left += 0 if ok else 1
     if has_loss:
         for r in range(n_rows):
             if regular[r] != zero:
-                lout[r] = r64[r]
+                lout[r] = wl[r]
     return acc, left
 
 
 @njit(**OUT_OF_LINE)
-def _one_hot_block_gradient(gs, c, lab, wts, has_w, prm, scale, xt, rt, buf, stream):
-    """Phase 2 of a small-C block: the gradient of its regular rows, ``a_r·e_rj`` minus
-    ``scale·w·c_y`` at each label, written row-major straight into ``gs`` or (``stream``) into
+def _lanes_block_gradient(gs, n_rows, c, soft, kappa, prm, xt, tt, rt, buf, stream, left):
+    """Phase 2 of a small-C block: the gradient ``a·e_j − b·c_j`` of its regular rows, formed
+    class-major in ``xt`` and written row-major straight into ``gs`` or (``stream``) into
     ``buf`` and then streamed out run by run of consecutive regular rows. Rows left to the
-    row path are not touched (they are final already)."""
+    row path (``left`` of them) are not touched: they are final already."""
     prefer_wide_vectors()
-    n_rows = lab.size
-    zero = cast_like(0.0, prm[_OM])
+    one = cast_like(1.0, prm[_OM])
+    zero = cast_like(0.0, one)
     ra = rt[_RA]
-    rc = rt[_RC]
+    rb = rt[_RB]
+    ry = rt[_RY]
     regular = rt[_REGULAR]
+    for j in range(c):
+        kj = kappa[j]
+        jf = cast_like(np.float64(j), one)
+        for r in range(n_rows):
+            k = _u(j * n_rows + r)
+            cj = _lane_coefficient(soft, jf, ry[r], kj, tt[k], prm)
+            xt[k] = ra[r] * xt[k] - rb[r] * cj
     dst = buf if stream else gs
+    if left == 0:
+        for r in range(n_rows):
+            for j in range(c):
+                dst[_u(r * c + j)] = xt[_u(j * n_rows + r)]
+        if stream:
+            _stream_out(gs, buf[:n_rows * c])
+        return
     for r in range(n_rows):
         if regular[r] != zero:
-            ar = ra[r]
             for j in range(c):
-                dst[_u(r * c + j)] = ar * xt[_u(j * n_rows + r)]
-            w = wts[r] if has_w else 1.0
-            k = _u(r * c + lab[r])
-            dst[k] = dst[k] - cast_like(scale * w, zero) * rc[r]
+                dst[_u(r * c + j)] = xt[_u(j * n_rows + r)]
     if stream:
         r = 0
         while r < n_rows:
@@ -378,18 +494,21 @@ def _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout, prm, s
     kernel took twice as long to compile."""
     prefer_wide_vectors()
     r0 = end - regular.size
+    n = x.shape[0]
     for i in range(first, end):
         if small and regular[i - r0] != 0:
             continue  # done by the small-C path
         w = weight[i] if has_w else 1.0
         gi = g[i] if want_grad else e2  # (g is a stand-in without a gradient: not indexed)
+        nx = x[i + 1] if i + 1 < n else x[i]  # the next row, prefetched (logits)
         # `how` is a literal at each call so that the class loops compile without a
         # per-element branch on it.
         if not sparse:
             trow = target[i]
             if from_logits:
+                nt = target[i + 1] if i + 1 < n else trow
                 wl = _logits_row(x[i], gi, e, e2, SOFT, 0, kappa, trow, prm, w, scale, want_grad,
-                                 stream)
+                                 stream, nx, nt)
             else:
                 wl = _probabilities_row(x[i], gi, e, e2, SOFT, 0, kappa, trow, prm, w, scale,
                                         want_grad, stream)
@@ -403,14 +522,23 @@ def _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout, prm, s
                                     want_grad, stream)
         elif smooth:
             wl = _logits_row(x[i], gi, e, e2, SPARSE, labels[i], kappa, e, prm, w, scale,
-                             want_grad, stream)
+                             want_grad, stream, nx, nx)
         else:
             wl = _logits_row(x[i], gi, e, e2, ONE_HOT, labels[i], kappa, e, prm, w, scale,
-                             want_grad, stream)
+                             want_grad, stream, nx, nx)
         acc += wl
         if has_loss:
             lout[i] = wl
     return acc
+
+
+@helper
+def _scratch_sizes(small, sparse, rl, c):
+    """``(width, stride)``: per thread, the scratch holds two rows for the row path, then
+    (small C) a chunk transposed, the chunk's gradient and (soft target) the chunk's target
+    transposed, ``width`` elements each; ``stride`` in all."""
+    width = rl * c if small else 0
+    return width, 2 * c + (2 if sparse else 3) * width
 
 
 @helper
@@ -423,12 +551,16 @@ def _ordered_sum(sums):
 
 
 @njit(inline="always", error_model="numpy")
-def _one_block(b, from_logits, sparse, x, g, xf, gf, labels, target, weight, kappa, lout, prm,
-               scale, ignore_index, has_w, has_loss, smooth, want_grad, stream, scratch, rows,
-               rows64, rb, c, n, small, width, stride):
-    """Block ``b`` of a call (rows ``b·rb`` to ``(b+1)·rb − 1``): the small-C path, then the
-    row path for the rest, then the small-C gradient; returns the block's ``Σ w·l``."""
+def _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target, weight, kappa, lout,
+               prm, scale, ignore_index, has_w, has_loss, smooth, want_grad, stream, scratch,
+               rows, rows64, rb, rl, c, n, small):
+    """Block ``b`` of a call (rows ``b·rb`` to ``(b+1)·rb − 1``); returns its ``Σ w·l``.
+
+    Small C: chunk by chunk of ``rl`` rows, the lanes path, then the row path for the rows
+    it left, then the chunk's gradient (the order of the sum is fixed by ``C`` either way).
+    A chunk's scratch stays in L1. Otherwise the row path for every row."""
     prefer_wide_vectors()
+    width, stride = _scratch_sizes(small, sparse, rl, c)
     tid = get_thread_id()
     at = tid * stride
     e = scratch[at:at + c]
@@ -437,23 +569,35 @@ def _one_block(b, from_logits, sparse, x, g, xf, gf, labels, target, weight, kap
     r1 = min(n, r0 + rb)
     rt = rows[tid]
     r64 = rows64[tid]
-    xt = scratch[at + 2 * c:at + 2 * c + width]
-    buf = scratch[at + 2 * c + width:at + stride]
+    at += 2 * c
+    xt = scratch[at:at + width]
+    buf = scratch[at + width:at + 2 * width]
+    # the transposed soft target (its own scratch), or any scratch that the sparse case
+    # reads but does not use (see _lanes_block_losses)
+    tt = buf if sparse else scratch[at + 2 * width:at + 3 * width]
     acc = 0.0
-    first = r0  # rows from here on go through the row path (all of them unless small)
-    if small:
-        # regular rows first, then the others in order: a fixed order either way
-        acc, left = _one_hot_block_losses(xf[r0 * c:r1 * c], c, labels[r0:r1],
-                                          weight[r0:r1], has_w, kappa, prm, scale,
-                                          ignore_index, xt, rt, r64, lout[r0:r1],
-                                          has_loss)
-        first = r0 if left > 0 else r1
-    acc = _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout, prm,
-                scale, ignore_index, has_w, has_loss, smooth, want_grad, stream, e,
-                e2, first, r1, small, rt[_REGULAR, :r1 - r0], acc)
-    if small and want_grad:
-        _one_hot_block_gradient(gf[r0 * c:r1 * c], c, labels[r0:r1], weight[r0:r1], has_w,
-                                prm, scale, xt, rt, buf, stream)
+    if not small:
+        acc = _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout, prm,
+                    scale, ignore_index, has_w, has_loss, smooth, want_grad, stream, e,
+                    e2, r0, r1, small, rt[_REGULAR, :1], acc)
+    else:
+        q0 = r0
+        while q0 < r1:
+            q1 = min(r1, q0 + rl)
+            # the chunk's regular rows first, then the others in order
+            chunk, left = _lanes_block_losses(xf[q0 * c:q1 * c], tf[q0 * c:q1 * c], q1 - q0,
+                                              c, not sparse, labels[q0:q1], weight[q0:q1],
+                                              has_w, kappa, prm, scale, ignore_index, xt, tt,
+                                              rt, r64, lout[q0:q1], has_loss)
+            acc += chunk
+            if left > 0:
+                acc = _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout,
+                            prm, scale, ignore_index, has_w, has_loss, smooth, want_grad,
+                            stream, e, e2, q0, q1, small, rt[_REGULAR, :q1 - q0], acc)
+            if want_grad:
+                _lanes_block_gradient(gf[q0 * c:q1 * c], q1 - q0, c, not sparse, kappa, prm,
+                                      xt, tt, rt, buf, stream, left)
+            q0 = q1
     return acc
 
 
@@ -479,26 +623,24 @@ def _make_kernel():
         rb = max(1, BLOCK_ELEMS // c)
         nblocks = (n + rb - 1) // rb
         sums = np.empty(nblocks)
-        small = from_logits and sparse and not smooth and c < SMALL_C
-        width = rb * c if small else 0
-        # per thread: two rows for the row path, then (small C) the block transposed and the
-        # block's gradient; (6, R) row quantities and the float64 row losses
-        stride = 2 * c + 2 * width
+        small = from_logits and c < SMALL_C
+        rl = lanes_rows(c)
+        stride = _scratch_sizes(small, sparse, rl, c)[1]
         scratch = np.empty(n_threads * stride, x.dtype)
-        rows = np.empty((n_threads, 6, rb if small else 1), x.dtype)
-        rows64 = np.empty((n_threads, rb if small else 1))
+        rows = np.empty((n_threads, _NROWS, rl if small else 1), x.dtype)
+        rows64 = np.empty((n_threads, 2, rl if small else 1))
         xf = x.reshape(n * c)
+        tf = target.reshape(target.size)
         if nblocks == 1:  # one block of work: no parallel region (see _runtime.run)
-            sums[0] = _one_block(0, from_logits, sparse, x, g, xf, gf, labels, target, weight,
+            sums[0] = _one_block(0, from_logits, sparse, x, g, xf, gf, tf, labels, target, weight,
                                  kappa, lout, prm, scale, ignore_index, has_w, has_loss, smooth,
-                                 want_grad, stream, scratch, rows, rows64, rb, c, n, small,
-                                 width, stride)
+                                 want_grad, stream, scratch, rows, rows64, rb, rl, c, n, small)
         else:
             for b in prange(nblocks):
-                sums[b] = _one_block(b, from_logits, sparse, x, g, xf, gf, labels, target,
+                sums[b] = _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target,
                                      weight, kappa, lout, prm, scale, ignore_index, has_w,
                                      has_loss, smooth, want_grad, stream, scratch, rows, rows64,
-                                     rb, c, n, small, width, stride)
+                                     rb, rl, c, n, small)
         return _ordered_sum(sums)
 
     return kernel

@@ -29,6 +29,8 @@ have bought are asked for explicitly, on exactly the operations that need them:
 * :func:`cast_like` — a float conversion to another value's float type.
 * :func:`prefer_wide_vectors` — 512-bit vectors for the compute-heavy loops (AVX-512).
 * :func:`stream_copy` — non-temporal stores for large separate gradient outputs.
+* :func:`prefetch_lines` — software prefetch of a range of an array (``llvm.prefetch``), so
+  that the memory transfer of the next rows overlaps the arithmetic on the current ones.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "fma",
     "maxnum",
     "prefer_wide_vectors",
+    "prefetch_lines",
     "scale_by_pow2",
     "scale_by_pow2_nonpositive",
     "split_exponent",
@@ -302,3 +305,38 @@ def stream_copy(typingctx, dst, src):
         return context.get_dummy_value()
 
     return types.none(dst, src), codegen
+
+
+@intrinsic
+def prefetch_lines(typingctx, arr, lo, hi):
+    """Prefetch elements ``lo`` to ``hi − 1`` of the 1-D contiguous array ``arr`` into the
+    cache (``llvm.prefetch``, read, high locality: ``prefetcht0`` on x86), one instruction per
+    64-byte line. The range is clipped to the array; a prefetch never faults and changes no
+    result, only when the data arrives."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1
+            and isinstance(lo, types.Integer) and isinstance(hi, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args[0]
+        a = cgutils.create_struct_proxy(aty)(context, builder, value=args[0])
+        i64 = ir.IntType(64)
+        lo_v = context.cast(builder, args[1], signature.args[1], types.int64)
+        hi_v = context.cast(builder, args[2], signature.args[2], types.int64)
+        n = builder.extract_value(a.shape, 0)
+        zero = ir.Constant(i64, 0)
+        lo_v = builder.select(builder.icmp_signed("<", lo_v, zero), zero, lo_v)
+        hi_v = builder.select(builder.icmp_signed(">", hi_v, n), n, hi_v)
+        esize = context.get_abi_sizeof(context.get_value_type(aty.dtype))
+        step = ir.Constant(i64, max(1, 64 // esize))
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        with cgutils.for_range_slice(builder, lo_v, hi_v, step, inc=True) as (i, _):
+            ptr = builder.bitcast(builder.gep(a.data, [i]), i8p)
+            builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, lo, hi), codegen

@@ -24,12 +24,20 @@ first — one loop reading and writing the same array would fail LLVM's runtime 
 and take the scalar fallback). A large separate gradient is copied out with non-temporal
 stores (no read-for-ownership of the output).
 
-Vectorisation (checked with ``inspect_llvm``/``inspect_asm`` on the AVX-512 development
-host, Numba 0.68 / LLVM 22, every kind, both float types): the loops compile to
-``<16 x float>``/``<8 x double>`` bodies with FMA (``vfmadd…ps/pd`` on ``zmm``; 8 lanes for
-the fused loop, whose float64 sum sets the width), BCE has one ``vdivps`` per vector (the
-sigmoid and the ``log1p`` correction share it), the sum is a packed ``vaddpd`` on lane-wise
-partial sums, and no call is left in any loop.
+Vectorisation (checked with ``inspect_asm`` of the kernel on the AVX-512 development host,
+Numba 0.68 / LLVM 22, float32 and float64): every element loop compiles to
+``<16 x float>``/``<8 x double>`` bodies on ``zmm`` registers (8 lanes for the fused loop,
+whose float64 sum sets the width), the polynomial math with FMA (``vfmadd…ps/pd``); no call to ``exp``/``log``/
+``log1p`` or any other libm function is left in any block routine (the only calls are
+Numba's per-block reference counting and the gradient copy-out); the float64 sum is a
+packed ``vaddpd`` on lane-wise partial sums fed by ``vcvtps2pd``. float32 binary
+cross-entropy from logits divides only in its gradient loops (one ``vdivps`` per vector,
+the sigmoid; the softplus uses the division-free :func:`._math.log1p_unit`), not in its
+value-only loop; in float64 ``log1p``'s correction shares the sigmoid's division. Each
+chunk of the block loops starts with ``prefetcht0`` of the lines :data:`AHEAD` elements on.
+No fast-math flag is used anywhere; the one reassociation is the ``reassoc`` float64 block
+sum (:func:`._intrinsics.acc_add`), whose order is fixed by the compiled loop and the block
+boundaries, never by the thread count.
 """
 
 from __future__ import annotations

@@ -22,7 +22,10 @@ exp                 1.05          1.05
 exp_nonpositive     1.05          1.03
 log                 0.92          0.77
 log1p               0.92          0.83
+log1p_unit          0.93 [#]_     0.83 (log1p)
 ==================  ============  ============
+
+.. [#] on its domain ``[0, 1]``, measured over every float32 of it.
 
 Method (fdlibm / Cephes lineage):
 

@@ -330,12 +330,9 @@ def _run_block_for_kind(kind, prm, p, t, g, wb, pwb, lb, sc, ones_t, ahead, has_
         if mode == 0:
             return _split_block(element, prm, p, t, p, wb, lb, ls, pws, ahead, has_w, has_pw,
                                 has_loss, scale, gscale, False)
-        if mode == 2:
-            p = sc[2 * BLOCK:2 * BLOCK + m]
-            for k in range(m):
-                p[k] = g[k]
-            return _split_block(element, prm, p, t, g, wb, lb, ls, pws, ahead, has_w, has_pw,
-                                has_loss, scale, gscale, True)
+        # Both gradient modes compute into scratch and copy out (in place, `p` is `g`'s
+        # memory, read in full before the copy-out overwrites it): one compiled copy of the
+        # loop for both, which keeps the kernel's compile time down.
         grad = sc[2 * BLOCK:2 * BLOCK + m]
         acc = _split_block(element, prm, p, t, grad, wb, lb, ls, pws, ahead, has_w, has_pw,
                            has_loss, scale, gscale, True)

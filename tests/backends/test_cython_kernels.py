@@ -422,12 +422,17 @@ def test_small_class_logits_path(mod, dtype, sparse, c):
 
 @pytest.mark.parametrize("mod", ISA)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_streamed_gradient_equals_in_place(mod, dtype):
-    """A separate gradient of >= 64 MiB is written with streaming stores: same bits."""
+@pytest.mark.parametrize("c", [1000, 4099])
+def test_streamed_gradient_equals_in_place(mod, dtype, c):
+    """A separate gradient of >= 64 MiB is written with streaming stores: same bits.
+    C = 4099: one row per block, whose sparse gradient is scaled straight into the output
+    (stream_scale; rows not aligned, labels also in the first and last lanes)."""
     rng = np.random.default_rng(9)
-    n, c = (64 << 20) // (1000 * np.dtype(dtype).itemsize) + 1, 1000
+    n = (64 << 20) // (c * np.dtype(dtype).itemsize) + 1
     x = rng.standard_normal((n, c)).astype(dtype)
     labels = rng.integers(0, c, n)
+    labels[1::11] = 0
+    labels[2::11] = c - 1
     labels[::7] = -1
     g = np.full_like(x, np.nan)
     lo = np.empty(n, dtype)

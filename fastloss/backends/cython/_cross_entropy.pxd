@@ -19,7 +19,12 @@ Logits, a block of rows at a time, in phases that each are one simple loop. With
 4. over the rows: ``l = W·log(s) - Σ c_j z_j`` (NaN for rows without a limit: all
    ``-inf``, or several ``+inf``), weighted; the gradient factor ``a = scale·w·W/s``;
 5. per row: ``g_j = a·e_j - scale·w·c_j``;
-6. a scratch-computed gradient is copied out with non-temporal stores.
+6. a scratch-computed gradient is copied out with non-temporal stores. For a block of one
+   row (C > CE_BLOCK/2: 8 KiB and more of float32) with sparse labels and no smoothing, steps 5
+   and 6 are one pass, ``a·e_j`` (minus the label's term) streamed straight from the scratch
+   (stream_scale): measured (float32, (2048, 32000), AVX-512) 2.25 -> 2.05× the np.copyto
+   floor on one thread, 1.10 -> 1.00× and 1.53 -> 1.40× in two runs on two threads (same
+   bits: tests/backends/test_cython_kernels.py, test_streamed_gradient_equals_in_place).
 
 So the logits are read from memory once and the gradient written once; the passes after the
 first touch only the block, which stays in L1/L2, and the next block is prefetched during
@@ -44,8 +49,8 @@ from cython cimport floating
 from libc.math cimport INFINITY, NAN
 
 from fastloss.backends.cython._fastmath cimport (
-    exp_nonpos, fl_log, fl_prefetch, lane_max, lane_sum, stream_copy, transpose_in_max,
-    transpose_out,
+    exp_nonpos, fl_log, fl_prefetch, lane_max, lane_sum, stream_copy, stream_scale,
+    transpose_in_max, transpose_out,
 )
 from fastloss.backends.cython._modes cimport Mode, Soft, Sparse, Target, WithGrad
 
@@ -175,6 +180,7 @@ cdef inline double ce_logits_block(
     cdef const floating* t
     cdef floating* z
     cdef floating m, af, bf, cy
+    cdef bint streamed = False     # the gradient is out already (fused step 5 and 6)
     cdef long long y = 0
     # struct fields as locals: stores to the double row arrays could alias them otherwise
     cdef double eps_c = a.smoothing / C, keep_y = 1 - a.smoothing, kappa_sum = a.kappa_sum
@@ -270,7 +276,13 @@ cdef inline double ce_logits_block(
                 bf = <floating>(w * eps_c)
                 y = a.labels[i]
                 cy = <floating>(w * kappa[y] * keep_y)
-                if bf == 0:
+                if bf == 0 and a.stream and R == 1:
+                    # The same, straight to the output with non-temporal stores: one
+                    # pass over the row less (a block of one row: C > CE_BLOCK/2; with
+                    # several rows, a row's ends would be partial cache lines).
+                    stream_scale(grad + i * C, z, af, C, y, cy)
+                    streamed = True
+                elif bf == 0:
                     # Fast path (no smoothing): only the label's c_j is nonzero,
                     # so the loop is a scale and the label's term one scalar update.
                     for j in range(C):
@@ -285,7 +297,7 @@ cdef inline double ce_logits_block(
                     z[j] = z[j] * af - <floating>(w * coefficient(kappa[j], t[j], keep_y, eps_c))
 
     if Mode is WithGrad:
-        if a.stream:
+        if a.stream and not streamed:
             stream_copy(grad + r0 * C, buf, R * C)
 
     if loss_out != NULL:

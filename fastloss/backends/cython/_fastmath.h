@@ -600,13 +600,56 @@ FL_INLINE void fl_prefetch_range_w(const void *base, ptrdiff_t itemsize, ptrdiff
         for (; i < n; i++)                                                                 \
             dst[i] = src[i];                                                               \
     }
+/* dst[j] = src[j]·a, except dst[y] = src[y]·a - cy, with non-temporal stores (as
+ * fl_stream_f32: the unaligned head and tail with ordinary stores); y outside [0, n): no
+ * exception. Each vector of products is formed in a local array, the one holding y patched
+ * there, then streamed (checked in the AVX-512 build: the loop is a vmulps and a vmovntps
+ * of its register, plus a store of it to the array). The product of dst[y] is rounded
+ * before the subtraction (volatile: GCC would contract it into an FMA), the same bits as
+ * scaling a row and then subtracting. */
+#define FL_DEFINE_STREAM_SCALE(NAME, T, STREAM)                                             \
+    FL_INLINE void NAME(T *dst, const T *src, T a, ptrdiff_t n, ptrdiff_t y, T cy)         \
+    {                                                                                      \
+        ptrdiff_t i = 0, k;                                                                \
+        volatile T py = (size_t)y < (size_t)n ? src[y] * a : 0;                            \
+        const T gy = py - cy;                                                              \
+        enum { W = FL_STREAM_BYTES / sizeof(T) };                                          \
+        T v[W] __attribute__((aligned(FL_STREAM_BYTES)));                                  \
+        for (; i < n && ((uintptr_t)(dst + i) % FL_STREAM_BYTES) != 0; i++)                 \
+            dst[i] = i == y ? gy : src[i] * a;                                             \
+        for (; i + W <= n; i += W) {                                                       \
+            for (k = 0; k < W; k++)                                                        \
+                v[k] = src[i + k] * a;                                                     \
+            if ((size_t)(y - i) < (size_t)W)                                               \
+                v[y - i] = gy;                                                             \
+            STREAM(dst + i, v);                                                            \
+        }                                                                                  \
+        for (; i < n; i++)                                                                 \
+            dst[i] = i == y ? gy : src[i] * a;                                             \
+    }
 #if defined(FL_STREAM_BYTES)
 FL_DEFINE_STREAM(fl_stream_f32, float, FL_STREAM_PS)
+FL_DEFINE_STREAM_SCALE(fl_stream_scale_f32, float, FL_STREAM_PS)
+FL_DEFINE_STREAM_SCALE(fl_stream_scale_f64, double, FL_STREAM_PD)
 FL_DEFINE_STREAM(fl_stream_f64, double, FL_STREAM_PD)
 FL_INLINE void fl_sfence(void) { _mm_sfence(); }
 #else
 FL_INLINE void fl_stream_f32(float *dst, const float *src, ptrdiff_t n) { memcpy(dst, src, n * sizeof *dst); }
 FL_INLINE void fl_stream_f64(double *dst, const double *src, ptrdiff_t n) { memcpy(dst, src, n * sizeof *dst); }
+FL_INLINE void fl_stream_scale_f32(float *dst, const float *src, float a, ptrdiff_t n, ptrdiff_t y, float cy)
+{
+    volatile float py = (size_t)y < (size_t)n ? src[y] * a : 0;
+    const float gy = py - cy;
+    for (ptrdiff_t i = 0; i < n; i++)
+        dst[i] = i == y ? gy : src[i] * a;
+}
+FL_INLINE void fl_stream_scale_f64(double *dst, const double *src, double a, ptrdiff_t n, ptrdiff_t y, double cy)
+{
+    volatile double py = (size_t)y < (size_t)n ? src[y] * a : 0;
+    const double gy = py - cy;
+    for (ptrdiff_t i = 0; i < n; i++)
+        dst[i] = i == y ? gy : src[i] * a;
+}
 FL_INLINE void fl_sfence(void) {}
 #endif
 

@@ -34,6 +34,8 @@ cdef extern from "_fastmath.h" nogil:
     void fl_prefetch_range_w(const void* base, Py_ssize_t itemsize, Py_ssize_t i0, Py_ssize_t i1)
     void fl_stream_f32(float* dst, const float* src, Py_ssize_t n)
     void fl_stream_f64(double* dst, const double* src, Py_ssize_t n)
+    void fl_stream_scale_f32(float* dst, const float* src, float a, Py_ssize_t n, Py_ssize_t y, float cy)
+    void fl_stream_scale_f64(double* dst, const double* src, double a, Py_ssize_t n, Py_ssize_t y, double cy)
     void fl_sfence()
     int fl_cpu_level()
     long fl_mxcsr()
@@ -119,6 +121,16 @@ cdef inline void stream_copy(floating* dst, const floating* src, Py_ssize_t n) n
         fl_stream_f32(dst, src, n)
     else:
         fl_stream_f64(dst, src, n)
+
+
+cdef inline void stream_scale(floating* dst, const floating* src, floating a, Py_ssize_t n,
+                              Py_ssize_t y, floating cy) noexcept nogil:
+    """dst[:n] = src[:n]·a, then dst[y] -= cy, with non-temporal stores (see
+    fl_stream_scale_f32); needs fl_sfence()."""
+    if floating is float:
+        fl_stream_scale_f32(dst, src, a, n, y, cy)
+    else:
+        fl_stream_scale_f64(dst, src, a, n, y, cy)
 
 
 cdef inline floating lane_max(const floating* x, Py_ssize_t n) noexcept nogil:

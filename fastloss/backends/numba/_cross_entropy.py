@@ -253,7 +253,16 @@ def _logits_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_grad, stre
 @njit(inline="always", error_model="numpy")
 def _probabilities_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_grad, stream):
     """``w·l`` of one probabilities row; writes ``scale·w·∂l/∂x`` into ``g`` if ``want_grad``.
-    ``e`` is a scratch row; ``x`` and ``g`` may be the same row (``g`` is written last)."""
+    ``e`` and ``e2`` are scratch rows; ``x`` and ``g`` may be the same row (``g`` is written
+    last).
+
+    No loop both stores and keeps a running sum: LLVM guards a vectorised loop that stores
+    with a run-time check that the stored row lies far enough from the rows it reads, and
+    falls back to a scalar copy of the loop where it does not (e.g. a scratch row allocated
+    just after the last row of ``x``); with a reassociated sum in that loop the two copies
+    would add in different orders, and the same row could give results 1 ulp apart from one
+    call to the next. So the terms are stored first (``e``: ``c_j·log q̂_j``; ``e2``: ``g_j``)
+    and summed by loops that only read."""
     lo = prm[_LO]
     hi = prm[_HI]
     zero = cast_like(0.0, lo)
@@ -261,22 +270,22 @@ def _probabilities_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_gra
     if how != SOFT:
         cy = (prm[_OM] + prm[_EPSC]) * kappa[y]
     total = _row_sum(x)
-    log_sum = zero
-    dot = zero
     for j in range(x.size):
         q = x[j] / total
         qc = lo if q < lo else q  # NaN passes through both clips
         qc = hi if qc > hi else qc
         c = _coefficient(how, j, y, cy, kappa, trow, prm)
-        log_sum = acc_add(log_sum, c * log(qc))
-        gj = zero if (q < lo or q > hi) else -c / qc
-        dot = acc_add(dot, gj * q)
-        e[j] = gj
+        e[j] = c * log(qc)
+        e2[j] = zero if (q < lo or q > hi) else -c / qc
+    log_sum = _row_sum(e)
     if want_grad:
+        dot = zero
+        for j in range(x.size):
+            dot = acc_add(dot, e2[j] * (x[j] / total))
         a = cast_like(scale * w / np.float64(total), lo)
         dst = e2 if stream else g
-        for j in range(e.size):
-            dst[j] = (e[j] - dot) * a
+        for j in range(x.size):
+            dst[j] = (e2[j] - dot) * a
         if stream:
             _stream_out(g, dst)
     return w * -np.float64(log_sum)

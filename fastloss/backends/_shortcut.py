@@ -33,6 +33,14 @@ def _plain(arr: Any, dtype: np.dtype) -> bool:
     return flags.c_contiguous and flags.aligned
 
 
+def _float_prediction(y_pred: Any) -> np.dtype | None:
+    """``y_pred``'s dtype if it is a plain float32/float64 array (see :func:`_plain`)."""
+    if type(y_pred) is not np.ndarray:
+        return None
+    dtype = y_pred.dtype
+    return dtype if (dtype is _F32 or dtype is _F64) and _plain(y_pred, dtype) else None
+
+
 def _gradient(out: Any, y_true: np.ndarray, pred: np.ndarray) -> np.ndarray | None:
     """A new gradient array, or ``out`` where it is ``y_pred`` itself or a separate writable
     C-contiguous aligned array of its shape and dtype, neither overlapping ``y_true``;
@@ -92,13 +100,11 @@ def job_shortcuts(
         clip_hi,
     ):
         divides = _divides(reduction)
-        if divides is None or type(y_pred) is not np.ndarray:
+        dtype = _float_prediction(y_pred)
+        if divides is None or dtype is None:
             return None
-        dtype = y_pred.dtype
         if (
-            (dtype is not _F32 and dtype is not _F64)
-            or not _plain(y_pred, dtype)
-            or y_pred.ndim < 1
+            y_pred.ndim < 1
             or y_pred.size == 0
             or not _plain(y_true, dtype)
             or y_true.shape != y_pred.shape
@@ -146,12 +152,8 @@ def job_shortcuts(
         clip_hi,
     ):
         divides = _divides(reduction)
-        if divides is None or type(y_pred) is not np.ndarray:
-            return None
-        dtype = y_pred.dtype
-        if (dtype is not _F32 and dtype is not _F64) or not _plain(y_pred, dtype):
-            return None
-        if y_pred.ndim != 2:
+        dtype = _float_prediction(y_pred)
+        if divides is None or dtype is None or y_pred.ndim != 2:
             return None
         n, c = y_pred.shape
         if n == 0 or c == 0:

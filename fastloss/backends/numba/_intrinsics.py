@@ -12,9 +12,17 @@ have bought are asked for explicitly, on exactly the operations that need them:
   for the running sums of a block (row sum of exponentials, block loss sum). It lets LLVM
   keep one partial sum per SIMD lane and add the lanes at the end of the loop: the order is
   fixed by the compiled code and the loop bounds, never by the thread count, so the
-  results stay bitwise reproducible for any ``n_threads``. Reassociating a sum cannot turn
-  a NaN into a number, and an infinite term still gives an infinite (or NaN, for ``inf -
-  inf``) sum.
+  results stay bitwise reproducible for any ``n_threads`` — provided that the loop is
+  not also versioned on addresses. A loop that both stores and sums gets a run-time check
+  of the distance between the stored and the read addresses, and where the check fails (a
+  scratch row allocated just after a short input row, closer than one unrolled vector
+  iteration) LLVM runs a scalar copy that adds in another order: 1 ulp apart between
+  calls. Short probability rows therefore take loops that only read for their sums
+  (``_probabilities_row`` in ``_cross_entropy.py``). The other loops that store and sum
+  (the logits row path, C ≥ 64; the elementwise blocks) give the same bits in place, into
+  a separate buffer and across calls in the conformance and shortcut tests, but have not
+  been audited for this hazard. Reassociating a sum cannot turn a NaN into a number, and an
+  infinite term still gives an infinite (or NaN, for ``inf - inf``) sum.
 * :func:`maxnum` — ``llvm.maxnum``, the IEEE ``maxNum``: the larger operand, or the other
   one if one is NaN. Unlike ``x if x > m else m`` (which LLVM will not vectorise without
   ``nnan``), a ``maxnum`` reduction vectorises (``vmaxps`` plus a NaN fix-up).

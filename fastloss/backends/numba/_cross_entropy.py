@@ -20,9 +20,10 @@ logits
     label's coefficient is applied to its single entry, and a streamed gradient goes out
     straight from the ``e_j`` (``stream_scale``: ``a·e_j``, the label's entry patched in
     its vector), one pass over the row fewer. Measured (float32, (2048, 32000), 2 threads,
-    job-level, base and new interleaved in one process): 34.1 → 33.6 ms on a quiet
-    machine, 72 → 61 ms under load (1.11 → 1.09× and 1.86 → 1.58× the ``np.copyto``
-    floor).
+    a shared machine whose load varied): 1–15 % less time in runs alternating the two
+    versions in one process; benchmarks/targets.py 1.29 → 1.20× the ``np.copyto`` floor
+    (34.9 → 27.5 ms). Streaming stays the better choice: ordinary stores into the output
+    took 1.32× as long.
 
     NaN: ``maxnum`` skips a NaN entry, but that entry then gives ``z = NaN``, ``e = NaN`` and
     ``s = NaN``, so the row's loss and whole gradient are NaN, as the contract requires. A row

@@ -322,7 +322,10 @@ def stream_scale(typingctx, dst, src, a, y, gy):
     scaled row written straight out, without a pass through scratch. ``y`` outside
     ``[0, n)`` patches nothing. Each product is the one rounding of ``src[j]·a`` (``fmul``, no
     fast-math flags), the same bits as ``dst[j] = a·src[j]`` in a loop; the label's entry is
-    replaced in the vector register (a lane compare and a blend) before its store."""
+    replaced in the vector register (a lane compare and a blend) before its store.
+    Verified in the asm (float32, AVX-512, Numba 0.68): the body is ``vmulps`` (zmm, memory
+    operand), ``vpbroadcastd`` + ``vpcmpeqd`` against the lane indices, a masked
+    ``vmovaps`` of the broadcast ``gy`` and ``vmovntps zmm``; no spill, no gather."""
     if not (isinstance(dst, types.Array) and isinstance(src, types.Array)
             and dst.dtype == src.dtype and isinstance(dst.dtype, types.Float)
             and a == dst.dtype and gy == dst.dtype and isinstance(y, types.Integer)):

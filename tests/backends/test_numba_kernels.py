@@ -545,6 +545,119 @@ def test_streamed_gradient_is_identical(offset, monkeypatch, rng):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_streamed_one_hot_gradient_equals_in_place(dtype, offset, monkeypatch, rng):
+    """A one-hot logits row (sparse label, no smoothing) of a large separate gradient is
+    scaled and streamed straight from the exponentials (``stream_scale``: the label's entry
+    patched in its vector): bitwise the gradient of an ordinary or in-place call, at any
+    alignment of the output, with the label in the first, last and vector-boundary lanes,
+    for C > 2048 (one row per block) and shorter rows, 1 and 2 threads."""
+    for n, c in [(7, 4099), (40, 300), (29, _cross_entropy.SMALL_C)]:
+        x = rng.normal(0.0, 3.0, (n, c)).astype(dtype)
+        labels = rng.integers(0, c, n)
+        labels[:5] = [0, c - 1, 15, 16, 17]
+        x[1, 2] = np.inf  # one +inf: a limit, through the scratch row
+        x[2, c // 2] = np.nan
+        labels[3] = -1  # ignored
+        x[4] = -np.inf
+        weight = rng.uniform(0.0, 2.0, n)
+        results = []
+        for stream_bytes, mode in [(1 << 62, "grad"), (0, "grad"), (0, "inplace")]:
+            monkeypatch.setattr(_cross_entropy, "STREAM_BYTES", stream_bytes)
+            for n_threads in (1, 2):
+                pred = x.copy()
+                g = (pred if mode == "inplace"
+                     else np.empty(n * c + offset, dtype)[offset:].reshape(n, c))
+                lo = np.empty(n, dtype)
+                v = nb.cross_entropy(CrossEntropyJob(
+                    from_logits=True, pred=pred, labels=labels, grad_out=g, loss_out=lo,
+                    weight=weight, scale=0.5, ignore_index=-1, n_threads=n_threads))
+                results.append((v, g, lo))
+        v0, g0, lo0 = results[0]
+        assert np.isnan(g0[2]).all() and np.isnan(g0[4]).all() and (g0[3] == 0).all()
+        for v, g, lo in results[1:]:
+            assert v == v0 or (np.isnan(v) and np.isnan(v0))
+            np.testing.assert_array_equal(g, g0)
+            np.testing.assert_array_equal(lo, lo0)
+
+
+def _adjacent(arrays, order, n, dtype):
+    """Copies of ``arrays`` (name -> 1-D data of length ``n``), those named in ``order`` laid
+    out back to back in that order in one buffer, the others allocated on their own."""
+    buf = np.empty(len(order) * n + 1, dtype)
+    out = {}
+    for name, data in arrays.items():
+        if name in order:
+            k = order.index(name)
+            out[name] = buf[k * n:(k + 1) * n]
+        else:
+            out[name] = np.empty(n, dtype)
+        out[name][...] = data
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_placement_of_the_arrays_changes_no_bit(dtype, rng):
+    """The same data give the same bits wherever the arrays lie. A vectorised loop that
+    stores is guarded by LLVM with a run-time check of the distance between its stored and
+    read arrays; a loop that also kept a reassociated sum would add in another order in
+    its scalar fallback, taken where an output lies just after an input (closer than one
+    unrolled vector iteration, which short arrays can be). Outputs right after inputs
+    (and the reverse), for short arrays, a short last block, and short rows."""
+    sizes = [3, 8, 13, 24, 31, 33, 63, 65, 2 * _elementwise.BLOCK + 20]
+    layouts = [("pred", "loss"), ("target", "loss"), ("loss", "pred"), ("target", "grad"),
+               ("pred", "grad", "loss"), ("grad", "target")]
+    for kind in ELEMENTWISE_KINDS:
+        for n in sizes:
+            p, t = _elementwise_case(kind, dtype, n, rng, edges=False)
+            w = rng.uniform(0.0, 2.0, n)
+            data = {"pred": p, "target": t, "grad": np.zeros(n), "loss": np.zeros(n)}
+            seen = None
+            for order in [()] + layouts:
+                for weight in (None, w):
+                    for in_place in (False, True):
+                        a = _adjacent(data, order, n, dtype)
+                        g = a["pred"] if in_place else a["grad"]
+                        v = nb.elementwise(ElementwiseJob(
+                            kind=kind, pred=a["pred"], target=a["target"], weight=weight,
+                            grad_out=g, loss_out=a["loss"], n_threads=1 + n % 2))
+                        got = (weight is None, in_place), (v, g.copy(), a["loss"].copy())
+                        if seen is None or got[0] not in seen:
+                            seen = {**(seen or {}), got[0]: got[1]}
+                            continue
+                        ref = seen[got[0]]
+                        np.testing.assert_array_equal(v, ref[0], err_msg=f"{kind} {n} {order}")
+                        np.testing.assert_array_equal(got[1][1], ref[1])
+                        np.testing.assert_array_equal(got[1][2], ref[2])
+    for from_logits in (True, False):
+        for c in (5, 24, _cross_entropy.SMALL_C, 70):
+            n = 4
+            x, labels, target, args, kw = _ce_case(from_logits, False, dtype, n, c, rng,
+                                                   {"smoothing": 0.1}, edges=False)
+            data = {"pred": x.ravel(), "target": target.ravel(), "grad": x.ravel() * 0,
+                    "loss": np.zeros(n * c)}
+            seen = {}
+            for order in [()] + layouts:
+                for sparse in (True, False):
+                    a = _adjacent(data, order, n * c, dtype)
+                    g = a["grad"].reshape(n, c)
+                    lo = a["loss"][:n]
+                    v = nb.cross_entropy(CrossEntropyJob(
+                        from_logits=from_logits, pred=a["pred"].reshape(n, c),
+                        labels=labels if sparse else None,
+                        target=None if sparse else a["target"].reshape(n, c), grad_out=g,
+                        loss_out=lo, n_threads=2, **kw))
+                    got = (v, g.copy(), lo.copy())
+                    if sparse not in seen:
+                        seen[sparse] = got
+                        continue
+                    ref = seen[sparse]
+                    np.testing.assert_array_equal(v, ref[0], err_msg=f"{c} {order}")
+                    np.testing.assert_array_equal(got[1], ref[1])
+                    np.testing.assert_array_equal(got[2], ref[2])
+
+
 # ------------------------------------------------------------------------------------------
 # threads, determinism, runtime
 

@@ -163,32 +163,57 @@ def _bce_prob(p, t, pos_weight, prm):
     return loss, (cast_like(0.0, g) if (p < lo or p > hi) else g)
 
 
+@helper
+def _fused_terms(element, prm, p, t, w, one, scale):
+    """``(w·l, scale·w·∂l/∂p)`` of one element (``w·l`` in float64)."""
+    loss, dloss = element(p, t, one, prm)
+    return loss * w, dloss * (scale * w)
+
+
 @njit(inline="always", error_model="numpy")
 def _fused_block(element, prm, pb, tb, gb, wb, lb, scale, ahead, has_w):
-    """``Σ_k w_k·l_k`` over one block in one loop, writing ``w·l`` to ``lb`` and
-    ``scale·w·∂l/∂p`` to ``gb`` — for the memory-bound kinds (squared, absolute, Huber).
+    """``Σ_k w_k·l_k`` over one block, writing ``w·l`` to ``lb`` and ``scale·w·∂l/∂p`` to
+    ``gb`` — for the memory-bound kinds (squared, absolute, Huber).
 
-    The loop always writes both (into scratch when the caller wants neither), so that it is
-    the same compiled loop for every call: LLVM then splits the float64 sum into the same
-    lanes everywhere, and value-only and value-and-gradient calls return bitwise the same
-    value. The float64 weight and sum make LLVM vectorise 8 lanes wide (with 512-bit
-    vectors), plenty for these kinds' few operations per element. Chunked and prefetched
-    like :func:`_split_block` (measured, value and gradient, 2^26 float32, 2 threads:
-    5–8 % faster than the hardware prefetchers alone).
+    Full chunks of :data:`CHUNK` elements run one loop that stores and sums. The loop
+    always writes both (into scratch when the caller wants neither), so that it is the same
+    compiled loop for every call: LLVM then splits the float64 sum into the same lanes
+    everywhere, and value-only and value-and-gradient calls return bitwise the same value.
+    The float64 weight and sum make LLVM vectorise 8 lanes wide (with 512-bit vectors),
+    plenty for these kinds' few operations per element. Chunked and prefetched like
+    :func:`_split_block` (measured, value and gradient, 2^26 float32, 2 threads: 5–8 %
+    faster than the hardware prefetchers alone).
+
+    The last, partial chunk (the whole block if it is shorter than a chunk) stores in one
+    loop and sums in another, recomputing the loss. A loop that stores is versioned on a
+    run-time check that the stored and the read arrays lie at least one unrolled vector
+    iteration apart, and where the check fails, its scalar copy runs, which would add the
+    sum in another order. For the full chunks the check cannot fail between arrays that do
+    not overlap (read in the IR, Numba 0.68 / LLVM 22, hoisted before the chunk loop):
+    float32 compares the arrays' ranges over all full chunks, float64 asks for 256 bytes
+    (32 elements, a quarter chunk) between their starts. Shorter runs can lie closer
+    (a ``loss_out`` right after the predictions, or this thread's scratch right after an
+    input's last elements): measured before this split, float64, n = 6…31, 1 ulp between
+    placements of the same data (tests/backends/test_numba_kernels.py,
+    test_placement_of_the_arrays_changes_no_bit).
     """
     one = cast_like(1.0, prm[0])
     acc = 0.0
     m = pb.size
-    for c in range(0, m, CHUNK):
-        e = min(c + CHUNK, m)
-        _prefetch_ahead(ahead, c, e, has_w, False)
-        for k in range(np.uint64(c), np.uint64(e)):
-            loss, dloss = element(pb[k], tb[k], one, prm)
-            w = wb[k]
-            wl = loss * w  # float64
+    full = m - m % CHUNK
+    for c in range(0, full, CHUNK):
+        _prefetch_ahead(ahead, c, c + CHUNK, has_w, False)
+        for k in range(np.uint64(c), np.uint64(c + CHUNK)):
+            wl, g = _fused_terms(element, prm, pb[k], tb[k], wb[k], one, scale)
             acc = acc_add(acc, wl)
             lb[k] = wl
-            gb[k] = dloss * (scale * w)
+            gb[k] = g
+    for k in range(np.uint64(full), np.uint64(m)):
+        wl, g = _fused_terms(element, prm, pb[k], tb[k], wb[k], one, scale)
+        lb[k] = wl
+        gb[k] = g
+    for k in range(np.uint64(full), np.uint64(m)):
+        acc = acc_add(acc, _fused_terms(element, prm, pb[k], tb[k], wb[k], one, scale)[0])
     return acc
 
 

@@ -18,11 +18,16 @@ have bought are asked for explicitly, on exactly the operations that need them:
   scratch row allocated just after a short input row, closer than one unrolled vector
   iteration) LLVM runs a scalar copy that adds in another order: 1 ulp apart between
   calls. Short probability rows therefore take loops that only read for their sums
-  (``_probabilities_row`` in ``_cross_entropy.py``). The other loops that store and sum
-  (the logits row path, C ≥ 64; the elementwise blocks) give the same bits in place, into
-  a separate buffer and across calls in the conformance and shortcut tests, but have not
-  been audited for this hazard. Reassociating a sum cannot turn a NaN into a number, and an
-  infinite term still gives an infinite (or NaN, for ``inf - inf``) sum.
+  (``_probabilities_row`` in ``_cross_entropy.py``), and so does the last, partial chunk
+  of an elementwise block (``_fused_block``: a ``loss_out`` right after short predictions
+  gave float64 sums 1 ulp apart). The loops that still store and sum were audited in the
+  IR (Numba 0.68 / LLVM 22): their checks cannot fail between arrays that do not overlap
+  (the logits row path, C ≥ 64: see ``_softmax_pass``; the elementwise full chunks: see
+  ``_fused_block``); tests/backends/test_numba_kernels.py,
+  test_placement_of_the_arrays_changes_no_bit, lays outputs right after inputs. A new
+  loop that stores and sums needs the same argument, or two loops. Reassociating a sum
+  cannot turn a NaN into a number, and an infinite term still gives an infinite (or NaN,
+  for ``inf - inf``) sum.
 * :func:`maxnum` — ``llvm.maxnum``, the IEEE ``maxNum``: the larger operand, or the other
   one if one is NaN. Unlike ``x if x > m else m`` (which LLVM will not vectorise without
   ``nnan``), a ``maxnum`` reduction vectorises (``vmaxps`` plus a NaN fix-up).
@@ -37,7 +42,8 @@ have bought are asked for explicitly, on exactly the operations that need them:
 * :func:`cast_like` — a float conversion to another value's float type.
 * :func:`prefer_wide_vectors` — 512-bit vectors for the compute-heavy loops (AVX-512).
 * :func:`stream_copy` — non-temporal stores for large separate gradient outputs
-  (:func:`stream_copy_unfenced` and :func:`store_fence` to fence once per thread instead).
+  (:func:`stream_copy_unfenced` and :func:`store_fence` to fence once per thread instead);
+  :func:`stream_scale` streams a scaled row (one entry replaced) without a copy in scratch.
 * :func:`prefetch_lines` — software prefetch of a range of an array (``llvm.prefetch``), so
   that the memory transfer of the next rows or blocks overlaps the arithmetic on the current
   ones.
@@ -65,6 +71,7 @@ __all__ = [
     "split_exponent",
     "store_fence",
     "stream_copy",
+    "stream_scale",
     "stream_copy_unfenced",
 ]
 
@@ -300,6 +307,65 @@ def stream_copy_unfenced(typingctx, dst, src):
     return _stream_copy_typer(dst, src, False)
 
 
+def _splat(builder, value, vty):
+    """A vector of type ``vty`` with ``value`` in every lane."""
+    i32 = ir.IntType(32)
+    first = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(i32, 0))
+    return builder.shuffle_vector(first, ir.Constant(vty, ir.Undefined),
+                                  ir.Constant(ir.VectorType(i32, vty.count), None))
+
+
+@intrinsic
+def stream_scale(typingctx, dst, src, a, y, gy):
+    """``dst[j] = src[j]·a`` for every ``j`` of the 1-D array ``src`` except ``dst[y] = gy``,
+    with the non-temporal stores of :func:`stream_copy` (and its closing ``sfence``): a
+    scaled row written straight out, without a pass through scratch. ``y`` outside
+    ``[0, n)`` patches nothing. Each product is the one rounding of ``src[j]·a`` (``fmul``, no
+    fast-math flags), the same bits as ``dst[j] = a·src[j]`` in a loop; the label's entry is
+    replaced in the vector register (a lane compare and a blend) before its store.
+    Verified in the asm (float32, AVX-512, Numba 0.68): the body is ``vmulps`` (zmm, memory
+    operand), ``vpbroadcastd`` + ``vpcmpeqd`` against the lane indices, a masked
+    ``vmovaps`` of the broadcast ``gy`` and ``vmovntps zmm``; no spill, no gather."""
+    if not (isinstance(dst, types.Array) and isinstance(src, types.Array)
+            and dst.dtype == src.dtype and isinstance(dst.dtype, types.Float)
+            and a == dst.dtype and gy == dst.dtype and isinstance(y, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        dty, sty, _, yty, _ = signature.args
+        d = cgutils.create_struct_proxy(dty)(context, builder, value=args[0])
+        s = cgutils.create_struct_proxy(sty)(context, builder, value=args[1])
+        av, gyv = args[2], args[4]
+        i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
+        yv = context.cast(builder, args[3], yty, types.int64)
+        sptr = s.data
+
+        def value_at(i, vty):
+            if vty is None:
+                prod = builder.fmul(builder.load(builder.gep(sptr, [i])), av)
+                return builder.select(builder.icmp_signed("==", i, yv), gyv, prod)
+            lanes = vty.count
+            v = builder.load(builder.bitcast(builder.gep(sptr, [i]), vty.as_pointer()),
+                             align=context.get_abi_sizeof(vty.element))
+            ity = ir.VectorType(i32, lanes)
+            prod = builder.fmul(v, _splat(builder, av, vty))
+            # lane of y in this vector, or -1 (matches no lane)
+            rel = builder.sub(yv, i)
+            inside = builder.icmp_unsigned("<", rel, ir.Constant(i64, lanes))
+            lane = builder.select(inside, builder.trunc(rel, i32), ir.Constant(i32, -1))
+            is_y = builder.icmp_signed("==", ir.Constant(ity, list(range(lanes))),
+                                       _splat(builder, lane, ity))
+            return builder.select(is_y, _splat(builder, gyv, vty), prod)
+
+        _stream_loops(context, builder, dty, d.data, builder.extract_value(s.shape, 0),
+                      value_at)
+        _sfence(builder)
+        return context.get_dummy_value()
+
+    return types.none(dst, src, a, y, gy), codegen
+
+
 @intrinsic
 def store_fence(typingctx):
     """``sfence`` (x86; nothing elsewhere): orders this thread's earlier non-temporal stores
@@ -313,18 +379,31 @@ def store_fence(typingctx):
 
 
 def _stream_copy_codegen(context, builder, signature, args):
-    """The copy loops of :func:`stream_copy` (peel, 64-byte non-temporal body, tail)."""
+    """The copy loops of :func:`stream_copy`."""
     dty, sty = signature.args
     d = cgutils.create_struct_proxy(dty)(context, builder, value=args[0])
     s = cgutils.create_struct_proxy(sty)(context, builder, value=args[1])
+    sptr = s.data
+
+    def value_at(i, vty):
+        if vty is None:
+            return builder.load(builder.gep(sptr, [i]))
+        return builder.load(builder.bitcast(builder.gep(sptr, [i]), vty.as_pointer()),
+                            align=context.get_abi_sizeof(vty.element))
+
+    _stream_loops(context, builder, dty, d.data, builder.extract_value(s.shape, 0), value_at)
+
+
+def _stream_loops(context, builder, dty, dptr, n, value_at):
+    """Store ``value_at(i, None)`` (a scalar) at ``dptr[i]`` for ``i`` in ``[0, n)``: scalar stores
+    up to the first 64-byte boundary of ``dptr``, then ``value_at(i, vty)`` (the 64-byte vector
+    of elements ``i…``) with ``!nontemporal`` aligned vector stores, then a scalar tail."""
     fty = context.get_value_type(dty.dtype)
     esize = context.get_abi_sizeof(fty)
     lanes = 64 // esize
     vty = ir.VectorType(fty, lanes)
     i64 = ir.IntType(64)
     one = ir.Constant(i64, 1)
-    n = builder.extract_value(s.shape, 0)
-    dptr, sptr = d.data, s.data
     addr = builder.ptrtoint(dptr, i64)
     # elements before the first 64-byte boundary of dst (all of them if dst is not even
     # element-aligned, which numpy arrays always are)
@@ -339,19 +418,17 @@ def _stream_copy_codegen(context, builder, signature, args):
     vec_end = builder.add(peel, body)
     nontemporal = builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)])
 
-    def scalar_copy(lo, hi):
+    def scalar_stores(lo, hi):
         with cgutils.for_range_slice(builder, lo, hi, one, inc=True) as (i, _):
-            builder.store(builder.load(builder.gep(sptr, [i])), builder.gep(dptr, [i]))
+            builder.store(value_at(i, None), builder.gep(dptr, [i]))
 
-    scalar_copy(ir.Constant(i64, 0), peel)
+    scalar_stores(ir.Constant(i64, 0), peel)
     with cgutils.for_range_slice(builder, peel, vec_end, ir.Constant(i64, lanes),
                                  inc=True) as (i, _):
-        v = builder.load(builder.bitcast(builder.gep(sptr, [i]), vty.as_pointer()),
-                         align=esize)
-        st = builder.store(v, builder.bitcast(builder.gep(dptr, [i]), vty.as_pointer()),
-                           align=64)
+        st = builder.store(value_at(i, vty),
+                           builder.bitcast(builder.gep(dptr, [i]), vty.as_pointer()), align=64)
         st.set_metadata("nontemporal", nontemporal)
-    scalar_copy(vec_end, n)
+    scalar_stores(vec_end, n)
 
 
 @intrinsic

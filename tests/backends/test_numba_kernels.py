@@ -664,6 +664,72 @@ def test_importing_fastloss_does_not_import_numba():
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
 
 
+_FIRST_CALL_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import sys
+    import numpy as np
+    import numba
+    from fastloss.backends._jobs import ElementwiseJob
+    import fastloss.backends.numba as nb
+    if os.environ.get("NUMBA_NEEDS_SCIPY"):  # a Numba whose registries import scipy.linalg
+        from numba.core.registry import cpu_target
+        context_type = type(cpu_target.target_context)
+        original = context_type.refresh
+        def refresh(self):
+            import scipy.linalg  # noqa: F401
+            original(self)
+        context_type.refresh = refresh
+    x = np.ones(10)
+    assert nb.elementwise(ElementwiseJob(kind="squared", pred=x, target=0 * x)) == 10.0
+    print("scipy.linalg" in sys.modules)
+    # Numba's own BLAS check, whenever it runs, sees SciPy as it is:
+    import numba.np.arraymath as arraymath
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+        have_blas = True
+    except ImportError:
+        have_blas = False
+    assert bool(getattr(arraymath, "_HAVE_BLAS", have_blas)) == have_blas
+    @numba.njit
+    def convolve(a, b):  # uses BLAS when Numba found it
+        return np.convolve(a, b)
+    a, b = np.arange(7.0), np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(convolve(a, b), np.convolve(a, b), rtol=1e-15)
+    print("OK")
+    """
+)
+
+
+def test_first_call_does_not_import_scipy_linalg():
+    """Numba's registries load with ``scipy.linalg`` hidden (0.2 s of a cached first call);
+    Numba's BLAS check still gives its own answer afterwards."""
+    proc = _run_script(_FIRST_CALL_SCRIPT)
+    assert proc.returncode == 0 and proc.stdout.split() == ["False", "OK"], proc.stderr[-3000:]
+
+
+def test_first_call_when_numba_needs_scipy_linalg():
+    """A Numba whose registries cannot load without ``scipy.linalg`` loads them with it."""
+    pytest.importorskip("scipy.linalg")
+    proc = _run_script(_FIRST_CALL_SCRIPT, NUMBA_NEEDS_SCIPY="1")
+    assert proc.returncode == 0 and proc.stdout.split() == ["True", "OK"], proc.stderr[-3000:]
+
+
+def test_hidden_import_is_hidden_from_this_thread_only():
+    import threading
+
+    finder = _runtime._HiddenFromThisThread(("some.module",))
+    assert finder.find_spec("other.module") is None and not finder.hid
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(finder.find_spec("some.module")))
+    thread.start()
+    thread.join()
+    assert seen == [None] and not finder.hid
+    with pytest.raises(ModuleNotFoundError):
+        finder.find_spec("some.module")
+    assert finder.hid
+
+
 def test_workqueue_layer_warns_once_and_still_works():
     script = textwrap.dedent(
         """

@@ -51,6 +51,7 @@ def _signatures():
 def _compile_signature(index: int) -> float:
     """Compile (or load) kernel signature ``index``; seconds taken. Runs in warmup workers."""
     what, kernel, args = _signatures()[index]
+    _runtime.load_registries()
     start = time.perf_counter()
     kernel.compile(tuple(numba.typeof(a) for a in args))
     return time.perf_counter() - start
@@ -71,6 +72,7 @@ def warmup(verbose: bool = False, processes: int | None = None) -> int:
     >>> nb.warmup() > 0
     True
     """
+    _runtime.load_registries()
     signatures = _signatures()
     if processes is None:
         processes = min(

@@ -705,7 +705,12 @@ def test_first_call_does_not_import_scipy_linalg():
     """Numba's registries load with ``scipy.linalg`` hidden (0.2 s of a cached first call);
     Numba's BLAS check still gives its own answer afterwards."""
     proc = _run_script(_FIRST_CALL_SCRIPT)
-    assert proc.returncode == 0 and proc.stdout.split() == ["False", "OK"], proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    newer = tuple(numba.version_info.short) > _runtime.SCIPY_CHECKED_NUMBA
+    assert proc.stdout.split() == ["False", "OK"], (
+        f"Numba {numba.__version__} is newer than _runtime.SCIPY_CHECKED_NUMBA: check what its "
+        "registries do with SciPy at import, then raise the constant" if newer else proc.stdout
+    )
 
 
 def test_first_call_when_numba_needs_scipy_linalg():

@@ -34,7 +34,8 @@ Start-up
     if SciPy were not installed, a configuration Numba supports; Numba then decides whether
     BLAS is available when it first needs to know (typing ``np.convolve`` or
     ``np.correlate``), with its own check. Nothing changes when ``scipy.linalg`` or Numba's
-    registries were already loaded, or when SciPy is not installed.
+    registries were already loaded, when SciPy is not installed, or with a Numba newer than
+    :data:`SCIPY_CHECKED_NUMBA`.
 
 Fork: as with any OpenMP program, a process that ``fork()``s after a parallel kernel ran may
 hang in the child when the child runs a kernel; use the ``spawn`` or ``forkserver``
@@ -201,6 +202,9 @@ class _DeferredCheck:
         return self._value
 
 
+#: The newest Numba (major, minor) whose registries were read and found to use SciPy at
+#: import only for that BLAS probe; a newer Numba loads them as usual until it is checked.
+SCIPY_CHECKED_NUMBA = (0, 68)
 _registries_loaded = False
 
 
@@ -219,7 +223,8 @@ def load_registries() -> None:
         # hiding so that third-party Numba extensions import whatever they need.
         entrypoints.init_all()
         fresh = "numba.np.arraymath" not in sys.modules
-        finder = _HiddenFromThisThread(("scipy.linalg",))
+        checked = tuple(getattr(numba, "version_info", (0, 0)))[:2] <= SCIPY_CHECKED_NUMBA
+        finder = _HiddenFromThisThread(("scipy.linalg",) if checked else ())
         sys.meta_path.insert(0, finder)
         try:
             cpu_target.target_context.refresh()

@@ -17,15 +17,17 @@ from __future__ import annotations
 import os
 import time
 
-import numba
+from ._startup import import_numba, load_registries
 
-from .._shortcut import job_shortcuts
-from . import _runtime
-from ._cross_entropy import cross_entropy
-from ._cross_entropy import kernel_signatures as _ce_signatures
-from ._elementwise import elementwise
-from ._elementwise import kernel_signatures as _elementwise_signatures
-from ._runtime import FastlossNumbaWarning
+numba = import_numba()  # before any other module of this package imports it
+
+from .._shortcut import job_shortcuts  # noqa: E402
+from . import _runtime  # noqa: E402
+from ._cross_entropy import cross_entropy  # noqa: E402
+from ._cross_entropy import kernel_signatures as _ce_signatures  # noqa: E402
+from ._elementwise import elementwise  # noqa: E402
+from ._elementwise import kernel_signatures as _elementwise_signatures  # noqa: E402
+from ._runtime import FastlossNumbaWarning  # noqa: E402
 
 name = "numba"
 
@@ -51,7 +53,7 @@ def _signatures():
 def _compile_signature(index: int) -> float:
     """Compile (or load) kernel signature ``index``; seconds taken. Runs in warmup workers."""
     what, kernel, args = _signatures()[index]
-    _runtime.load_registries()
+    load_registries()
     start = time.perf_counter()
     kernel.compile(tuple(numba.typeof(a) for a in args))
     return time.perf_counter() - start
@@ -72,7 +74,7 @@ def warmup(verbose: bool = False, processes: int | None = None) -> int:
     >>> nb.warmup() > 0
     True
     """
-    _runtime.load_registries()
+    load_registries()
     signatures = _signatures()
     if processes is None:
         processes = min(

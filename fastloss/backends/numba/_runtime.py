@@ -24,18 +24,8 @@ Threads
     is issued once and calls are serialised with a lock.
 
 Start-up
-    Numba loads its compiler's registries (every implementation module it has) the first
-    time a process compiles or loads a cached kernel. One of them, ``numba.np.arraymath``,
-    checks at import whether BLAS is available by importing ``scipy.linalg.cython_blas``;
-    with SciPy 1.17 that import alone took 0.18-0.25 s here, half of a cached first call (Numba
-    does not use BLAS for anything these kernels do). :func:`load_registries`, run before
-    the first kernel call and by :func:`fastloss.warmup`, loads the registries while
-    ``scipy.linalg`` is hidden from this thread only (other threads import it as usual), as
-    if SciPy were not installed, a configuration Numba supports; Numba then decides whether
-    BLAS is available when it first needs to know (typing ``np.convolve`` or
-    ``np.correlate``), with its own check. Nothing changes when ``scipy.linalg`` or Numba's
-    registries were already loaded, when SciPy is not installed, or with a Numba newer than
-    :data:`SCIPY_CHECKED_NUMBA`.
+    :func:`_launch` first loads Numba's compiler registries (:func:`._startup.load_registries`:
+    without SciPy, half of a cached first call).
 
 Fork: as with any OpenMP program, a process that ``fork()``s after a parallel kernel ran may
 hang in the child when the child runs a kernel; use the ``spawn`` or ``forkserver``
@@ -46,15 +36,15 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import importlib.abc
 import os
-import sys
 import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numba
+
+from ._startup import load_registries
 
 try:  # the unchecked C entry points behind numba.{get,set}_num_threads (0.1 µs, not 0.8 µs)
     from numba.np.ufunc.parallel import _get_num_threads, _set_num_threads
@@ -67,7 +57,6 @@ __all__ = [
     "SERIAL_WORK",
     "SOURCE_STAMP",
     "FastlossNumbaWarning",
-    "load_registries",
     "run",
     "threads_for",
 ]
@@ -171,79 +160,6 @@ def _openmp_runtimes() -> list[ctypes.CDLL]:
                 continue
             runtimes.append(lib)
     return runtimes
-
-
-class _HiddenFromThisThread(importlib.abc.MetaPathFinder):
-    """An import finder that fails the import of ``names`` in the thread that created it
-    (as if they were not installed) and defers to the other finders everywhere else."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.names = names
-        self.thread = threading.get_ident()
-        self.hid = False
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname in self.names and threading.get_ident() == self.thread:
-            self.hid = True
-            raise ModuleNotFoundError(f"{fullname} hidden while Numba loads", name=fullname)
-        return None
-
-
-class _DeferredCheck:
-    """A flag that runs ``check()`` the first time it is read as a bool."""
-
-    def __init__(self, check: Callable[[], bool]) -> None:
-        self._check = check
-        self._value: bool | None = None
-
-    def __bool__(self) -> bool:
-        if self._value is None:
-            self._value = bool(self._check())
-        return self._value
-
-
-#: The newest Numba (major, minor) whose registries were read and found to use SciPy at
-#: import only for that BLAS probe; a newer Numba loads them as usual until it is checked.
-SCIPY_CHECKED_NUMBA = (0, 68)
-_registries_loaded = False
-
-
-def load_registries() -> None:
-    """Load Numba's compiler registries without importing ``scipy.linalg`` (see Start-up
-    in the module docstring); idempotent. Each step is what Numba's first compile or cache
-    load does in this order, minus the SciPy import."""
-    global _registries_loaded
-    with _launch_lock:
-        if _registries_loaded:
-            return
-        from numba.core import entrypoints
-        from numba.core.registry import cpu_target
-
-        # Numba's own first step (Dispatcher._compilation_chain_init_hook), done outside the
-        # hiding so that third-party Numba extensions import whatever they need.
-        entrypoints.init_all()
-        fresh = "numba.np.arraymath" not in sys.modules
-        checked = tuple(getattr(numba, "version_info", (0, 0)))[:2] <= SCIPY_CHECKED_NUMBA
-        finder = _HiddenFromThisThread(("scipy.linalg",) if checked else ())
-        sys.meta_path.insert(0, finder)
-        try:
-            cpu_target.target_context.refresh()
-            hidden_ok = True
-        except ImportError:  # a Numba that needs scipy.linalg after all: load it as usual
-            if not finder.hid:
-                raise
-            hidden_ok = False
-        finally:
-            sys.meta_path.remove(finder)
-        if not hidden_ok:
-            cpu_target.target_context.refresh()
-        _registries_loaded = True
-        arraymath = sys.modules.get("numba.np.arraymath")
-        if fresh and finder.hid and arraymath is not None:
-            check = getattr(arraymath, "_check_blas", None)
-            if getattr(arraymath, "_HAVE_BLAS", None) is False and callable(check):
-                # Computed while SciPy was hidden: let Numba check again when it asks.
-                arraymath._HAVE_BLAS = _DeferredCheck(check)
 
 
 def _launch() -> None:

@@ -5,11 +5,14 @@ Implements the backend contract of :mod:`fastloss.backends._jobs` (``name``,
 ``import fastloss`` never does; the registry imports it on first use. There are two parallel
 kernels (elementwise losses, cross-entropy), each compiled on first use for the float type
 of the call and cached on disk (see :mod:`._runtime` for the cache, thread and warning
-policy); :func:`warmup` compiles (or loads) all four signatures ahead of time.
+policy); :func:`warmup` compiles (or loads) all four signatures ahead of time. Numba is
+imported, and its compiler readied, without SciPy (:mod:`._startup`): with a warm cache a
+fresh process's first call, ``import fastloss`` included, takes about half a second.
 
 Files: :mod:`._math` (vectorisable ``exp``/``log``/``log1p``), :mod:`._intrinsics` (the few
 LLVM operations Numba does not spell), :mod:`._elementwise` (MSE, MAE, Huber, BCE),
-:mod:`._cross_entropy` (categorical and sparse categorical CE), :mod:`._runtime`.
+:mod:`._cross_entropy` (categorical and sparse categorical CE), :mod:`._runtime`,
+:mod:`._startup`.
 """
 
 from __future__ import annotations

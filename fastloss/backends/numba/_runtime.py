@@ -24,8 +24,9 @@ Threads
     is issued once and calls are serialised with a lock.
 
 Start-up
-    :func:`_launch` first loads Numba's compiler registries (:func:`._startup.load_registries`:
-    without SciPy, half of a cached first call).
+    The first :func:`run` loads Numba's compiler registries before anything else, through
+    :func:`._startup.load_registries`, which leaves SciPy out (its import was half of what
+    a cached first call cost).
 
 Fork: as with any OpenMP program, a process that ``fork()``s after a parallel kernel ran may
 hang in the child when the child runs a kernel; use the ``spawn`` or ``forkserver``

@@ -727,6 +727,42 @@ def test_first_call_when_numba_needs_scipy():
     assert proc.stdout.split() == ["True", "True", "OK"], proc.stdout
 
 
+def test_first_calls_from_several_threads_while_another_imports_scipy():
+    """A fresh process: kernels first called from four threads at once while a fifth imports
+    ``scipy.linalg`` (which only the thread loading Numba's registries has hidden)."""
+    pytest.importorskip("scipy.linalg")
+    script = textwrap.dedent(
+        """
+        import threading
+        import numpy as np
+        from fastloss.backends._jobs import ElementwiseJob
+        import fastloss.backends.numba as nb
+        x = np.ones(10)
+        results, errors = [], []
+        def call():
+            try:
+                results.append(nb.elementwise(ElementwiseJob(kind="squared", pred=x, target=0 * x)))
+            except Exception as exc:
+                errors.append(exc)
+        def import_scipy():
+            try:
+                import scipy.linalg
+                results.append(float(scipy.linalg.norm([3.0, 4.0])) * 2)
+            except Exception as exc:
+                errors.append(exc)
+        threads = [threading.Thread(target=f) for f in [call] * 2 + [import_scipy] + [call] * 2]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and results == [10.0] * 5, (results, errors)
+        print("OK")
+        """
+    )
+    proc = _run_script(script)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
 def test_hidden_import_is_hidden_from_this_thread_only():
     import threading
 

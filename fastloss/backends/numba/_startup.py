@@ -116,6 +116,7 @@ def load_registries() -> None:
             return
         import numba
         from numba.core import entrypoints
+        from numba.core.compiler_lock import global_compiler_lock
         from numba.core.registry import cpu_target
 
         # Numba's own first step (Dispatcher._compilation_chain_init_hook), done before the
@@ -123,16 +124,19 @@ def load_registries() -> None:
         entrypoints.init_all()
         fresh = "numba.np.arraymath" not in sys.modules
         checked = _checked(numba.__version__)
-        with _hidden(("scipy", "scipy.linalg") if checked else ()) as finder:
-            try:
+        # (Numba refreshes under its compiler lock too, so that threads compiling meanwhile
+        # never see half-installed registries)
+        with global_compiler_lock:
+            with _hidden(("scipy", "scipy.linalg") if checked else ()) as finder:
+                try:
+                    cpu_target.target_context.refresh()
+                    loaded = True
+                except ImportError:  # a Numba that needs SciPy after all: load them as usual
+                    if not finder.hid:
+                        raise
+                    loaded = False
+            if not loaded:
                 cpu_target.target_context.refresh()
-                loaded = True
-            except ImportError:  # a Numba that needs SciPy after all: load them as usual
-                if not finder.hid:
-                    raise
-                loaded = False
-        if not loaded:
-            cpu_target.target_context.refresh()
         _registries_loaded = True
         arraymath = sys.modules.get("numba.np.arraymath")
         if fresh and finder.hid and arraymath is not None:

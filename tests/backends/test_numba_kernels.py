@@ -465,7 +465,7 @@ def test_cross_entropy_small_c_lanes_path(opts, sparse, dtype, rng):
             job.n_threads = n_threads
             value = nb.cross_entropy(job)
             results.append((mode, value, job.grad_out, job.loss_out))
-    for mode, value, grad, loss in results:
+    for _mode, value, grad, loss in results:
         assert np.isnan(value)
         np.testing.assert_array_equal(loss, lo)
         if grad is not None:

@@ -29,7 +29,13 @@ from fastloss.backends._jobs import (  # noqa: E402
     CrossEntropyJob,
     ElementwiseJob,
 )
-from fastloss.backends.numba import _cross_entropy, _elementwise, _math, _runtime  # noqa: E402
+from fastloss.backends.numba import (  # noqa: E402
+    _cross_entropy,
+    _elementwise,
+    _math,
+    _runtime,
+    _startup,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -459,7 +465,7 @@ def test_cross_entropy_small_c_lanes_path(opts, sparse, dtype, rng):
             job.n_threads = n_threads
             value = nb.cross_entropy(job)
             results.append((mode, value, job.grad_out, job.loss_out))
-    for mode, value, grad, loss in results:
+    for _mode, value, grad, loss in results:
         assert np.isnan(value)
         np.testing.assert_array_equal(loss, lo)
         if grad is not None:
@@ -775,6 +781,114 @@ def test_importing_fastloss_does_not_import_numba():
         "assert 'numba' in sys.modules\n"
         "print('OK')")
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+_FIRST_CALL_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import sys
+    import numpy as np
+    from fastloss.backends._jobs import ElementwiseJob
+    import fastloss.backends.numba as nb
+    import numba
+    if os.environ.get("NUMBA_NEEDS_SCIPY"):  # a Numba whose registries import scipy.linalg
+        from numba.core.registry import cpu_target
+        context_type = type(cpu_target.target_context)
+        original = context_type.refresh
+        def refresh(self):
+            import scipy.linalg  # noqa: F401
+            original(self)
+        context_type.refresh = refresh
+    x = np.ones(10)
+    assert nb.elementwise(ElementwiseJob(kind="squared", pred=x, target=0 * x)) == 10.0
+    print("scipy" in sys.modules, "scipy.linalg" in sys.modules)
+    # Numba's own BLAS check, whenever it runs, sees SciPy as it is:
+    import numba.np.arraymath as arraymath
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+        have_blas = True
+    except ImportError:
+        have_blas = False
+    assert bool(getattr(arraymath, "_HAVE_BLAS", have_blas)) == have_blas
+    @numba.njit
+    def convolve(a, b):  # uses BLAS when Numba found it
+        return np.convolve(a, b)
+    a, b = np.arange(7.0), np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(convolve(a, b), np.convolve(a, b), rtol=1e-15)
+    print("OK")
+    """
+)
+
+
+def test_first_call_does_not_import_scipy():
+    """Numba is imported and its registries loaded with SciPy hidden (half of a cached first
+    call); Numba's BLAS check still gives its own answer afterwards."""
+    proc = _run_script(_FIRST_CALL_SCRIPT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    newer = tuple(numba.version_info.short) > _startup.SCIPY_CHECKED_NUMBA
+    assert proc.stdout.split() == ["False", "False", "OK"], (
+        f"Numba {numba.__version__} is newer than _startup.SCIPY_CHECKED_NUMBA: check what it "
+        "does with SciPy at import, then raise the constant" if newer else proc.stdout
+    )
+
+
+def test_first_call_when_numba_needs_scipy():
+    """A Numba whose registries cannot load without SciPy loads them with it."""
+    pytest.importorskip("scipy.linalg")
+    proc = _run_script(_FIRST_CALL_SCRIPT, NUMBA_NEEDS_SCIPY="1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["True", "True", "OK"], proc.stdout
+
+
+def test_first_calls_from_several_threads_while_another_imports_scipy():
+    """A fresh process: kernels first called from four threads at once while a fifth imports
+    ``scipy.linalg`` (which only the thread loading Numba's registries has hidden)."""
+    pytest.importorskip("scipy.linalg")
+    script = textwrap.dedent(
+        """
+        import threading
+        import numpy as np
+        from fastloss.backends._jobs import ElementwiseJob
+        import fastloss.backends.numba as nb
+        x = np.ones(10)
+        results, errors = [], []
+        def call():
+            try:
+                results.append(nb.elementwise(ElementwiseJob(kind="squared", pred=x, target=0 * x)))
+            except Exception as exc:
+                errors.append(exc)
+        def import_scipy():
+            try:
+                import scipy.linalg
+                results.append(float(scipy.linalg.norm([3.0, 4.0])) * 2)
+            except Exception as exc:
+                errors.append(exc)
+        threads = [threading.Thread(target=f) for f in [call] * 2 + [import_scipy] + [call] * 2]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and results == [10.0] * 5, (results, errors)
+        print("OK")
+        """
+    )
+    proc = _run_script(script)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_hidden_import_is_hidden_from_this_thread_only():
+    import threading
+
+    finder = _startup._HiddenFromThisThread(("some.module",))
+    assert finder.find_spec("other.module") is None and not finder.hid
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(finder.find_spec("some.module")))
+    thread.start()
+    thread.join()
+    assert seen == [None] and not finder.hid
+    with pytest.raises(ModuleNotFoundError):
+        finder.find_spec("some.module")
+    assert finder.hid
 
 
 def test_workqueue_layer_warns_once_and_still_works():

@@ -5,11 +5,14 @@ Implements the backend contract of :mod:`fastloss.backends._jobs` (``name``,
 ``import fastloss`` never does; the registry imports it on first use. There are two parallel
 kernels (elementwise losses, cross-entropy), each compiled on first use for the float type
 of the call and cached on disk (see :mod:`._runtime` for the cache, thread and warning
-policy); :func:`warmup` compiles (or loads) all four signatures ahead of time.
+policy); :func:`warmup` compiles (or loads) all four signatures ahead of time. Numba is
+imported, and its compiler readied, without SciPy (:mod:`._startup`): with a warm cache a
+fresh process's first call, ``import fastloss`` included, takes about half a second.
 
 Files: :mod:`._math` (vectorisable ``exp``/``log``/``log1p``), :mod:`._intrinsics` (the few
 LLVM operations Numba does not spell), :mod:`._elementwise` (MSE, MAE, Huber, BCE),
-:mod:`._cross_entropy` (categorical and sparse categorical CE), :mod:`._runtime`.
+:mod:`._cross_entropy` (categorical and sparse categorical CE), :mod:`._runtime`,
+:mod:`._startup`.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ from __future__ import annotations
 import os
 import time
 
-import numba
+from ._startup import import_numba, load_registries
 
-from .._shortcut import job_shortcuts
-from . import _runtime
-from ._cross_entropy import cross_entropy
-from ._cross_entropy import kernel_signatures as _ce_signatures
-from ._elementwise import elementwise
-from ._elementwise import kernel_signatures as _elementwise_signatures
-from ._runtime import FastlossNumbaWarning
+numba = import_numba()  # before any other module of this package imports it
+
+from .._shortcut import job_shortcuts  # noqa: E402
+from . import _runtime  # noqa: E402
+from ._cross_entropy import cross_entropy  # noqa: E402
+from ._cross_entropy import kernel_signatures as _ce_signatures  # noqa: E402
+from ._elementwise import elementwise  # noqa: E402
+from ._elementwise import kernel_signatures as _elementwise_signatures  # noqa: E402
+from ._runtime import FastlossNumbaWarning  # noqa: E402
 
 name = "numba"
 
@@ -51,6 +56,7 @@ def _signatures():
 def _compile_signature(index: int) -> float:
     """Compile (or load) kernel signature ``index``; seconds taken. Runs in warmup workers."""
     what, kernel, args = _signatures()[index]
+    load_registries()
     start = time.perf_counter()
     kernel.compile(tuple(numba.typeof(a) for a in args))
     return time.perf_counter() - start
@@ -71,6 +77,7 @@ def warmup(verbose: bool = False, processes: int | None = None) -> int:
     >>> nb.warmup() > 0
     True
     """
+    load_registries()
     signatures = _signatures()
     if processes is None:
         processes = min(

@@ -23,6 +23,11 @@ Threads
     ``workqueue`` layer, which is not safe to enter from several threads at once, a warning
     is issued once and calls are serialised with a lock.
 
+Start-up
+    The first :func:`run` loads Numba's compiler registries before anything else, through
+    :func:`._startup.load_registries`, which leaves SciPy out (its import was half of what
+    a cached first call cost).
+
 Fork: as with any OpenMP program, a process that ``fork()``s after a parallel kernel ran may
 hang in the child when the child runs a kernel; use the ``spawn`` or ``forkserver``
 start method.
@@ -39,6 +44,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numba
+
+from ._startup import load_registries
 
 try:  # the unchecked C entry points behind numba.{get,set}_num_threads (0.1 µs, not 0.8 µs)
     from numba.np.ufunc.parallel import _get_num_threads, _set_num_threads
@@ -159,6 +166,7 @@ def _openmp_runtimes() -> list[ctypes.CDLL]:
 def _launch() -> None:
     """Start Numba's pool once, undo its change of the OpenMP thread count, check the layer."""
     global _launched, _call_lock
+    load_registries()
     with _launch_lock:
         if _launched:
             return
@@ -184,8 +192,9 @@ def _launch() -> None:
         _launched = True
 
 
-def run(kernel: Callable[..., float], args: tuple[Any, ...], n_threads: int,
-        parallel: bool = True) -> float:
+def run(
+    kernel: Callable[..., float], args: tuple[Any, ...], n_threads: int, parallel: bool = True
+) -> float:
     """Call ``kernel(*args, n_threads)`` on ``n_threads`` Numba threads, then restore the
     previous count (kernels size their per-thread scratch by their last argument).
 

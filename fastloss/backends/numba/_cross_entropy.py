@@ -409,11 +409,14 @@ def _lanes_block_losses(xs, ts, xn, tn, n_rows, c, soft, lab, wts, has_w, kappa,
         for r in range(n_rows):
             ry[r] = -one
     else:
+        # two loops over two arrays each, which LLVM vectorises (`vpcmpneqq`, `vcvtqq2pd`
+        # on zmm; as one loop it stayed scalar: 0.92 → 0.87 ns per element for the whole
+        # value-only call, C = 10, in L2). The label of a row left to the row path is
+        # converted too (any integer): its `ry` is never used.
         for r in range(n_rows):
-            y = lab[r]
-            ok = y != ignore_index
-            regular[r] = regular[r] if ok else zero
-            ry[r] = cast_like(np.float64(y), one) if ok else zero  # (y in [0, C) if ok)
+            regular[r] = regular[r] if lab[r] != ignore_index else zero
+        for r in range(n_rows):
+            ry[r] = cast_like(np.float64(lab[r]), one)  # (in [0, C) for a regular row)
     if has_w:
         for r in range(n_rows):
             wr[r] = wts[r]

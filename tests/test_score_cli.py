@@ -647,7 +647,12 @@ def test_peak_memory_bounded_by_batch_not_data(tmp_path):
         print(json.dumps({{"rc": rc, "base_kib": base, "peak_kib": peak}}))
     """)
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=_ENV, cwd=_CWD, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=_ENV,
+        cwd=_CWD,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()

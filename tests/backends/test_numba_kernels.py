@@ -36,6 +36,7 @@ from fastloss.backends.numba import (  # noqa: E402
     _runtime,
     _startup,
 )
+from fastloss.backends.numba._intrinsics import transpose_rows, transpose_rows_max  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -195,6 +196,41 @@ def test_polynomial_math_vectorises(name):
     if "+avx2" not in binding.get_host_cpu_features().flatten() and not packed_fma:
         pytest.skip("no AVX2 on this CPU")
     assert packed_fma
+
+
+@numba.njit(error_model="numpy")
+def _transpose_both(src, dst, dst2, rmax, ahead, n_rows, c):
+    transpose_rows_max(src, dst, rmax, ahead, n_rows, c)
+    transpose_rows(src, dst2, ahead, n_rows, c)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_transpose_rows_gathers_exactly(dtype, rng):
+    """The gather transposes of the small-C path: ``dst[j·R + r] = src[r·c + j]`` and the row
+    maxima (maxnum: NaN skipped, all-NaN row NaN), for every C of the path and row counts
+    around the lane width (the last group partial: its masked lanes neither read past the
+    rows nor written past ``R·c``, checked with guard values around both arrays)."""
+    for c in range(1, _cross_entropy.SMALL_C):
+        for n_rows in (1, 7, 8, 15, 16, 17, 33, 100):
+            x = rng.normal(size=(n_rows, c)).astype(dtype)
+            x.flat[rng.integers(0, x.size, 3)] = [np.nan, np.inf, -np.inf]
+            if n_rows > 5:
+                x[5] = np.nan
+            src = np.full(x.size + 40, 1e30, dtype)
+            src[20:-20] = x.ravel()
+            dst = np.full(x.size + 40, -7.0, dtype)
+            dst2 = dst.copy()
+            rmax = np.full(n_rows + 40, -7.0, dtype)
+            ahead = src[:0] if c % 2 else src  # any array, prefetched only
+            _transpose_both(src[20:-20], dst[20:-20], dst2[20:-20], rmax[20:-20], ahead,
+                            n_rows, c)
+            for out, size in ((dst, x.size), (dst2, x.size), (rmax, n_rows)):
+                assert np.all(out[:20] == -7) and np.all(out[20 + size:] == -7)
+            np.testing.assert_array_equal(dst[20:-20], x.T.ravel())
+            np.testing.assert_array_equal(dst2[20:-20], x.T.ravel())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
+                np.testing.assert_array_equal(rmax[20:-20], np.nanmax(x, axis=1))
 
 
 # ------------------------------------------------------------------------------------------
@@ -431,20 +467,22 @@ def test_cross_entropy_modes_agree_bitwise(from_logits, sparse, dtype, rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "soft"])
 @pytest.mark.parametrize("opts", CE_OPTIONS[:3], ids=["plain", "weights", "smoothing"])
-def test_cross_entropy_small_c_lanes_path(opts, sparse, dtype, rng):
+@pytest.mark.parametrize("c", [10, 3, 33])
+def test_cross_entropy_small_c_lanes_path(c, opts, sparse, dtype, rng):
     """The small-C (rows in SIMD lanes) path over several blocks and chunks, with edge rows
     (no limit, +inf, NaN, ignored) inside later chunks, at a chunk's first and last row and
-    in the last, partial chunk: matches the reference, and is bitwise the same for 1, 2 and
-    3 threads, in place and value only."""
-    c = 10
+    in the last, partial chunk (its rows transposed by vector gathers, a partial group of
+    lanes masked off): matches the reference, and is bitwise the same for 1, 2 and 3
+    threads, in place and value only; so is the finite sum of the same rows without the
+    edge rows."""
     rows = _cross_entropy.rows_per_block(c)
     chunk = max(16, _cross_entropy.LANES_ELEMS // c // 16 * 16)
     n = 2 * rows + 3 * chunk + 7  # neither a multiple of the chunk nor of 16
     x, labels, target, args, kw = _ce_case(True, sparse, dtype, n, c, rng, opts, False)
     for at in (chunk - 1, chunk, rows + chunk + 5, n - 1):
-        x[at, 3] = np.nan
+        x[at, min(3, c - 1)] = np.nan
     x[rows - 1] = -np.inf
-    x[rows, 4] = np.inf
+    x[rows, min(4, c - 1)] = np.inf
     x[n - 2, :2] = np.inf
     x[2 * rows + 1] = 0.0
     if sparse:
@@ -470,6 +508,14 @@ def test_cross_entropy_small_c_lanes_path(opts, sparse, dtype, rng):
         np.testing.assert_array_equal(loss, lo)
         if grad is not None:
             np.testing.assert_array_equal(grad, g)
+    x, labels, target, args, kw = _ce_case(True, sparse, dtype, n, c, rng, opts, False)
+    values = set()
+    for n_threads in (1, 2, 3):
+        for mode in ("grad", "value"):
+            job = _ce_job_factory(True, sparse, x, labels, target, args, kw, mode)()
+            job.n_threads = n_threads
+            values.add(nb.cross_entropy(job))
+    assert len(values) == 1 and np.isfinite(values.pop())
 
 
 def test_read_only_and_empty_inputs_need_no_new_signature(rng, tmp_path):

@@ -44,6 +44,9 @@ have bought are asked for explicitly, on exactly the operations that need them:
 * :func:`stream_copy` — non-temporal stores for large separate gradient outputs
   (:func:`stream_copy_unfenced` and :func:`store_fence` to fence once per thread instead);
   :func:`stream_scale` streams a scaled row (one entry replaced) without a copy in scratch.
+* :func:`transpose_rows`, :func:`transpose_rows_max` — a block of short rows transposed to
+  class-major order with vector gathers (``llvm.masked.gather``), optionally with the row
+  maxima folded in.
 * :func:`prefetch_lines` — software prefetch of a range of an array (``llvm.prefetch``), so
   that the memory transfer of the next rows or blocks overlaps the arithmetic on the current
   ones.
@@ -73,6 +76,8 @@ __all__ = [
     "stream_copy",
     "stream_scale",
     "stream_copy_unfenced",
+    "transpose_rows",
+    "transpose_rows_max",
 ]
 
 #: Options of every jitted helper (anything that is not a kernel): NumPy's error model
@@ -431,6 +436,25 @@ def _stream_loops(context, builder, dty, dptr, n, value_at):
     scalar_stores(vec_end, n)
 
 
+def _prefetch_range(context, builder, aty, a, lo_v, hi_v):
+    """The loop of :func:`prefetch_lines` over the array ``a`` (a struct proxy of type ``aty``),
+    elements ``lo_v`` to ``hi_v − 1`` (i64), clipped to the array."""
+    i64 = ir.IntType(64)
+    n = builder.extract_value(a.shape, 0)
+    zero = ir.Constant(i64, 0)
+    lo_v = builder.select(builder.icmp_signed("<", lo_v, zero), zero, lo_v)
+    hi_v = builder.select(builder.icmp_signed(">", hi_v, n), n, hi_v)
+    esize = context.get_abi_sizeof(context.get_value_type(aty.dtype))
+    step = ir.Constant(i64, max(1, 64 // esize))
+    i8p = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+    with cgutils.for_range_slice(builder, lo_v, hi_v, step, inc=True) as (i, _):
+        ptr = builder.bitcast(builder.gep(a.data, [i]), i8p)
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+
+
 @intrinsic
 def prefetch_lines(typingctx, arr, lo, hi):
     """Prefetch elements ``lo`` to ``hi − 1`` of the 1-D contiguous array ``arr`` into the
@@ -444,23 +468,116 @@ def prefetch_lines(typingctx, arr, lo, hi):
     def codegen(context, builder, signature, args):
         aty = signature.args[0]
         a = cgutils.create_struct_proxy(aty)(context, builder, value=args[0])
-        i64 = ir.IntType(64)
-        lo_v = context.cast(builder, args[1], signature.args[1], types.int64)
-        hi_v = context.cast(builder, args[2], signature.args[2], types.int64)
-        n = builder.extract_value(a.shape, 0)
-        zero = ir.Constant(i64, 0)
-        lo_v = builder.select(builder.icmp_signed("<", lo_v, zero), zero, lo_v)
-        hi_v = builder.select(builder.icmp_signed(">", hi_v, n), n, hi_v)
-        esize = context.get_abi_sizeof(context.get_value_type(aty.dtype))
-        step = ir.Constant(i64, max(1, 64 // esize))
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        with cgutils.for_range_slice(builder, lo_v, hi_v, step, inc=True) as (i, _):
-            ptr = builder.bitcast(builder.gep(a.data, [i]), i8p)
-            builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        _prefetch_range(context, builder, aty, a,
+                        context.cast(builder, args[1], signature.args[1], types.int64),
+                        context.cast(builder, args[2], signature.args[2], types.int64))
         return context.get_dummy_value()
 
     return types.none(arr, lo, hi), codegen
+
+
+def _splat(builder, value, vty):
+    """``value`` broadcast to every lane of the vector type ``vty``."""
+    lanes = vty.count
+    one = builder.insert_element(ir.Constant(vty, None), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(one, ir.Constant(vty, None),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+
+def _transpose_typer(arrays, n_rows, c):
+    ok = (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+              and a.dtype == arrays[0].dtype and isinstance(a.dtype, types.Float)
+              for a in arrays)
+          and isinstance(n_rows, types.Integer) and isinstance(c, types.Integer))
+    return types.none(*arrays, n_rows, c) if ok else None
+
+
+def _transpose_codegen(context, builder, signature, args):
+    """The loops of :func:`transpose_rows` (arrays ``src, dst, ahead``) and
+    :func:`transpose_rows_max` (``src, dst, rmax, ahead``): for each group of ``L`` rows
+    (``L`` = one 64-byte vector: 16 float32 or 8 float64), prefetch the same span of
+    ``ahead``, then for each class ``j``: gather ``x[r·c + j]`` of the group's rows, store the
+    vector at ``dst[j·R + r]``, and fold it into the group's running ``maxnum``; lanes beyond
+    the last row are masked off (no load, no store)."""
+    arrays = [cgutils.create_struct_proxy(t)(context, builder, value=v)
+              for t, v in zip(signature.args[:-2], args[:-2], strict=True)]
+    src, dst = arrays[0], arrays[1]
+    rmax = arrays[2] if len(arrays) == 4 else None
+    ahead, ahead_ty = arrays[-1], signature.args[-3]
+    i64 = ir.IntType(64)
+    i32 = ir.IntType(32)
+    n = context.cast(builder, args[-2], signature.args[-2], types.int64)
+    c = context.cast(builder, args[-1], signature.args[-1], types.int64)
+    fty = context.get_value_type(signature.args[0].dtype)
+    esize = context.get_abi_sizeof(fty)
+    lanes = 64 // esize
+    vty = ir.VectorType(fty, lanes)
+    ivty = ir.VectorType(i64, lanes)
+    mty = ir.VectorType(ir.IntType(1), lanes)
+    suffix = f"v{lanes}{'f32' if fty == _F32 else 'f64'}"
+    ptr = src.data.type
+    gather = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vty, [ir.VectorType(ptr, lanes), i32, mty, vty]),
+        f"llvm.masked.gather.{suffix}.v{lanes}p0")
+    store = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [vty, ptr, i32, mty]),
+        f"llvm.masked.store.{suffix}.p0")
+    maxnum_v = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vty, [vty, vty]), f"llvm.maxnum.{suffix}")
+    align = ir.Constant(i32, esize)
+    iota = ir.Constant(ivty, list(range(lanes)))
+    # byte offsets of the group's rows from its first element, r·c·esize, computed in 32 bits
+    # and sign-extended (< 2^31: a group spans at most L·c elements, c < 2^26 where used) so
+    # that x86 selects the 32-bit-index gather: one vgatherdps per 16 float32, not two
+    # vgatherqps of 8
+    i32v = ir.VectorType(i32, lanes)
+    row_bytes = builder.sext(builder.mul(
+        _splat(builder, builder.trunc(builder.mul(c, ir.Constant(i64, esize)), i32), i32v),
+        ir.Constant(i32v, list(range(lanes)))), ivty)
+    nan = ir.Constant(vty, [float("nan")] * lanes)
+    zero = ir.Constant(i64, 0)
+    with cgutils.for_range_slice(builder, zero, n, ir.Constant(i64, lanes), inc=True) as (r0, _):
+        mask = builder.icmp_signed("<", iota, _splat(builder, builder.sub(n, r0), ivty))
+        first = builder.ptrtoint(builder.gep(src.data, [builder.mul(r0, c)]), i64)
+        row_ptrs = builder.add(_splat(builder, first, ivty), row_bytes)
+        m = cgutils.alloca_once_value(builder, nan)
+        span = builder.mul(r0, c)
+        _prefetch_range(context, builder, ahead_ty, ahead, span,
+                        builder.add(span, builder.mul(c, ir.Constant(i64, lanes))))
+        with cgutils.for_range(builder, c) as loop:
+            j = loop.index
+            ptrs = builder.inttoptr(
+                builder.add(row_ptrs, _splat(builder, builder.mul(j, ir.Constant(i64, esize)),
+                                             ivty)),
+                ir.VectorType(ptr, lanes))
+            v = builder.call(gather, [ptrs, align, mask, ir.Constant(vty, None)])
+            builder.call(store, [v, builder.gep(dst.data, [builder.add(builder.mul(j, n), r0)]),
+                                 align, mask])
+            if rmax is not None:
+                builder.store(builder.call(maxnum_v, [builder.load(m), v]), m)
+        if rmax is not None:
+            builder.call(store, [builder.load(m), builder.gep(rmax.data, [r0]), align, mask])
+    return context.get_dummy_value()
+
+
+@intrinsic
+def transpose_rows(typingctx, src, dst, ahead, n_rows, c):
+    """``dst[j·R + r] = src[r·c + j]`` for the ``R = n_rows`` rows of ``c`` elements of the
+    flat array ``src`` (row-major to class-major), by vector gathers: with AVX-512 one
+    ``vgatherdps`` per 16 float32 (measured 0.14 vs 0.25 ns per element for the scalar
+    loop, C = 10, data in L2); on CPUs without gathers LLVM expands ``llvm.masked.gather``
+    into scalar loads (correct, as fast as a scalar loop). Group by group, the same span of
+    ``ahead`` (the next rows, or any empty array) is prefetched (:func:`prefetch_lines`,
+    clipped to ``ahead``), so that the next call finds them in cache and the prefetches are
+    spread over the work rather than issued in one burst that stalls on the line fill
+    buffers. The caller guarantees ``src.size ≥ R·c``, ``dst.size ≥ R·c`` and
+    ``c·esize·16 < 2^31`` (32-bit gather offsets)."""
+    return _transpose_typer((src, dst, ahead), n_rows, c), _transpose_codegen
+
+
+@intrinsic
+def transpose_rows_max(typingctx, src, dst, rmax, ahead, n_rows, c):
+    """:func:`transpose_rows`, and ``rmax[r] = maxnum(…maxnum(x_0, x_1)…, x_{c−1})`` of each
+    row ``x`` (the row maximum, NaN entries skipped: see :func:`maxnum`) from the gathered
+    vectors while they are in registers. The caller guarantees ``rmax.size ≥ R`` too."""
+    return _transpose_typer((src, dst, rmax, ahead), n_rows, c), _transpose_codegen

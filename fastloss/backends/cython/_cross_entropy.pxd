@@ -326,12 +326,20 @@ cdef inline double ce_logits_small_block(
     its max and sums chains of dependent operations):
 
     1. ``xt`` ← x, and the running row maximum m (one pass; soft targets transposed too);
-    2. per row (scalar): weight, label, skip, ``W``, ``c_y·z_y``;
-    3. ``Σ c_j z_j`` over the classes (soft targets, or smoothing), then ``xt`` ← e = exp(z)
-       and ``s += e``: every row sum in float64, in class order;
+    2. per row: weight, label (skip);
+    3. ``xt`` ← z = x - m; sparse: ``z_y`` and ``κ_y`` selected on the way (no gather by
+       label), then per row ``W`` and ``c_y·z_y``; ``Σ c_j z_j`` over the classes (soft
+       targets, or smoothing), then e = exp(z) (into ``xt`` for the gradient) and
+       ``s += e``: every row sum in float64, in class order;
     4. row losses and gradient factors (ce_finish_rows, as in ce_logits_block);
     5. ``xt`` ← g = a·e - scale·w·c, 0 for a skipped row;
     6. g transposed back into the gradient rows (or a row-major scratch streamed out).
+
+    The next block's logits and labels (targets) are prefetched a share per class in step 3,
+    a few cache lines in flight at a time. Measured (float32, (6553600, 10), one thread,
+    AVX-512, value only): per element 1.94 -> 1.21 ns sparse and 2.63 -> 1.69 ns soft
+    (prefetched all at once at the start of the block; with the gather of x_y by label and
+    a per-row loop GCC left scalar); in cache 1.16 -> 0.85 ns sparse.
 
     ``scratch``: ce_small_scratch(C, R) values; ``rows``: 7·R doubles. ``grad`` may be
     ``pred``: the block's x is read in steps 1-2 and its rows written only in step 6.
@@ -346,8 +354,8 @@ cdef inline double ce_logits_small_block(
     cdef floating* af = mrow + R                 # the gradient factor a
     cdef floating* bf = af + R                   # scale·w·ε/C (sparse)
     cdef floating* cy = bf + R                   # scale·w·κ_y(1-ε) (sparse)
-    cdef floating* xy = cy + R                   # x_y (sparse)
-    cdef floating* ky = xy + R                   # κ_y (sparse)
+    cdef floating* zy = cy + R                   # z_y (sparse)
+    cdef floating* ky = zy + R                   # κ_y (sparse)
     cdef int* lab = <int*>(ky + R)               # label, -1 for a skipped row
     cdef double* zsum = rows            # Σ c_j z_j
     cdef double* wsum = rows + R        # W, then the gradient factor a
@@ -362,6 +370,7 @@ cdef inline double ce_logits_small_block(
     cdef long long y, ignore = a.ignore_index
     cdef int jl
     cdef Py_ssize_t next_rows
+    cdef Prefetcher pf, pft
     cdef bint valid, invalid = False
     cdef double eps_c = a.smoothing / C, keep_y = 1 - a.smoothing, kappa_sum = a.kappa_sum
     cdef double scale = a.scale, w, coef_y, c
@@ -371,14 +380,19 @@ cdef inline double ce_logits_small_block(
     transpose_in_max(xb, C, R, xt, R, mrow)
     if Target is Soft:
         transpose_in_max(tb, C, R, tt, R, af)   # (af: not needed until step 5)
-    # The next block's inputs, while this one computes from the cache.
+    # The next block's inputs, while this one computes from the cache: a share per class
+    # in steps 3 (logits) and 3' (labels or soft targets), so that few cache lines are in
+    # flight at once (all at once, the prefetches of a block stall the core when memory
+    # is the bottleneck).
     next_rows = min(R, a.n - r1)
-    if next_rows > 0:
-        fl_prefetch(pred + r1 * C, next_rows * C * sizeof(floating), 0)
-        if Target is Soft:
-            fl_prefetch(target + r1 * C, next_rows * C * sizeof(floating), 0)
-        else:
-            fl_prefetch(a.labels + r1, next_rows * sizeof(long long), 0)
+    pf.read = <const char*>(pred + r1 * C)
+    pf.write = NULL
+    pf.left = next_rows * C * sizeof(floating)
+    pf.step = (pf.left // C + 63) // 64 * 64
+    pft.read = <const char*>(target + r1 * C) if Target is Soft else <const char*>(a.labels + r1)
+    pft.write = NULL
+    pft.left = next_rows * (C * sizeof(floating) if Target is Soft else sizeof(long long))
+    pft.step = (pft.left // C + 63) // 64 * 64
 
     # 2. per row: weight, label (skip), W and c_y·z_y; the gradient's per-row constants.
     #    Loops without branches (a random ignored label would mispredict), each vectorised.
@@ -403,28 +417,45 @@ cdef inline double ce_logits_small_block(
             lab[r] = <int>y if (y != ignore) & valid else -1
         if invalid:
             bad[0] = 1
-        # x_y and κ_y (row 0's class 0 stands in for a skipped row's)
-        for r in range(R):
-            jl = lab[r] if lab[r] >= 0 else 0
-            xy[r] = xb[r * C + jl]
-            ky[r] = kappa[jl]
-        for r in range(R):
-            w = wrow[r]
-            coef_y = ky[r] * keep_y
-            keep[r] = 1 if lab[r] >= 0 else 0
-            rmax[r] = mrow[r] if lab[r] >= 0 else 0
-            zsum[r] = 0 if coef_y == 0 else coef_y * shifted(xy[r], mrow[r])
-            wsum[r] = coef_y + eps_c * kappa_sum
-            bf[r] = <floating>(scale * w * eps_c)
-            cy[r] = <floating>(scale * w * coef_y)
 
     # 3. z (its own loop: fused into the exp loop below, GCC if-converts the select into
-    #    separate masked paths through exp and the float64 sum, ~40% more instructions),
-    #    Σ c_j z_j (a term with c_j = 0 counts as 0), then e = exp(z) and s = Σ e.
-    for j in range(C):
-        col = xt + j * R
+    #    separate masked paths through exp and the float64 sum, ~40% more instructions);
+    #    sparse: z_y and κ_y picked on the way (a select per element instead of a gather
+    #    per row); then Σ c_j z_j (a term with c_j = 0 counts as 0), e = exp(z), s = Σ e.
+    if Target is Sparse:
         for r in range(R):
-            col[r] = shifted(col[r], mrow[r])
+            zy[r] = 0   # (a skipped row keeps κ_y = 0: c_y = 0)
+            ky[r] = 0
+        for j in range(C):
+            prefetch_next(&pf)
+            col = xt + j * R
+            kj = kappa[j]
+            jl = <int>j   # an int class index (the labels' width)
+            for r in range(R):
+                v = shifted(col[r], mrow[r])
+                col[r] = v
+                zy[r] = v if lab[r] == jl else zy[r]
+                ky[r] = kj if lab[r] == jl else ky[r]
+        # Per row, in loops of few arrays each (one loop storing to all of them has more
+        # possible overlaps than GCC checks at run time: it stayed scalar, 7 cycles a row).
+        for r in range(R):
+            keep[r] = 1 if lab[r] >= 0 else 0
+            rmax[r] = mrow[r] if lab[r] >= 0 else 0
+        for r in range(R):
+            coef_y = ky[r] * keep_y
+            zsum[r] = 0 if coef_y == 0 else coef_y * zy[r]
+            wsum[r] = coef_y + eps_c * kappa_sum
+        if Mode is WithGrad:
+            for r in range(R):
+                w = scale * wrow[r]
+                bf[r] = <floating>(w * eps_c)
+                cy[r] = <floating>(w * (ky[r] * keep_y))
+    else:
+        for j in range(C):
+            prefetch_next(&pf)
+            col = xt + j * R
+            for r in range(R):
+                col[r] = shifted(col[r], mrow[r])
     if Target is Sparse:
         if eps_c != 0:
             for r in range(R):
@@ -449,6 +480,7 @@ cdef inline double ce_logits_small_block(
     for r in range(R):
         ssum[r] = 0
     for j in range(C):
+        prefetch_next(&pft)
         col = xt + j * R
         for r in range(R):
             e = exp_nonpos(col[r])

@@ -434,8 +434,10 @@ cdef inline double ce_logits_small_block(
             for r in range(R):
                 v = shifted(col[r], mrow[r])
                 col[r] = v
-                zy[r] = v if lab[r] == jl else zy[r]
-                ky[r] = kj if lab[r] == jl else ky[r]
+                # (sums of one term, exactly the selected value: "else keep the old
+                # one" GCC turned into a masked store behind a branch)
+                zy[r] += v if lab[r] == jl else 0
+                ky[r] += kj if lab[r] == jl else 0
         # Per row, in loops of few arrays each (one loop storing to all of them has more
         # possible overlaps than GCC checks at run time: it stayed scalar, 7 cycles a row).
         for r in range(R):

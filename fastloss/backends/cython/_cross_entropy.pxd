@@ -326,11 +326,10 @@ cdef inline double ce_logits_small_block(
     its max and sums chains of dependent operations):
 
     1. ``xt`` ← x, and the running row maximum m (one pass; soft targets transposed too);
-    2. per row: weight, label (skip);
-    3. ``xt`` ← z = x - m; sparse: ``z_y`` and ``κ_y`` selected on the way (no gather by
-       label), then per row ``W`` and ``c_y·z_y``; ``Σ c_j z_j`` over the classes (soft
-       targets, or smoothing), then e = exp(z) (into ``xt`` for the gradient) and
-       ``s += e``: every row sum in float64, in class order;
+    2. per row: weight, label (skip), ``W``, ``c_y·z_y``;
+    3. ``xt`` ← z = x - m; ``Σ c_j z_j`` over the classes (soft targets, or smoothing), then
+       e = exp(z) (into ``xt`` for the gradient) and ``s += e``: every row sum in float64,
+       in class order;
     4. row losses and gradient factors (ce_finish_rows, as in ce_logits_block);
     5. ``xt`` ← g = a·e - scale·w·c, 0 for a skipped row;
     6. g transposed back into the gradient rows (or a row-major scratch streamed out).
@@ -354,8 +353,8 @@ cdef inline double ce_logits_small_block(
     cdef floating* af = mrow + R                 # the gradient factor a
     cdef floating* bf = af + R                   # scale·w·ε/C (sparse)
     cdef floating* cy = bf + R                   # scale·w·κ_y(1-ε) (sparse)
-    cdef floating* zy = cy + R                   # z_y (sparse)
-    cdef floating* ky = zy + R                   # κ_y (sparse)
+    cdef floating* xy = cy + R                   # x_y (sparse)
+    cdef floating* ky = xy + R                   # κ_y (sparse)
     cdef int* lab = <int*>(ky + R)               # label, -1 for a skipped row
     cdef double* zsum = rows            # Σ c_j z_j
     cdef double* wsum = rows + R        # W, then the gradient factor a
@@ -418,26 +417,13 @@ cdef inline double ce_logits_small_block(
         if invalid:
             bad[0] = 1
 
-    # 3. z (its own loop: fused into the exp loop below, GCC if-converts the select into
-    #    separate masked paths through exp and the float64 sum, ~40% more instructions);
-    #    sparse: z_y and κ_y picked on the way (a select per element instead of a gather
-    #    per row); then Σ c_j z_j (a term with c_j = 0 counts as 0), e = exp(z), s = Σ e.
-    if Target is Sparse:
+        # x_y and κ_y (row 0's class 0 stands in for a skipped row's): a gather each
+        # per vector of rows (selecting them in the z loop below, a compare and select
+        # per element, took twice as long)
         for r in range(R):
-            zy[r] = 0   # (a skipped row keeps κ_y = 0: c_y = 0)
-            ky[r] = 0
-        for j in range(C):
-            prefetch_next(&pf)
-            col = xt + j * R
-            kj = kappa[j]
-            jl = <int>j   # an int class index (the labels' width)
-            for r in range(R):
-                v = shifted(col[r], mrow[r])
-                col[r] = v
-                # (sums of one term, exactly the selected value: "else keep the old
-                # one" GCC turned into a masked store behind a branch)
-                zy[r] += v if lab[r] == jl else 0
-                ky[r] += kj if lab[r] == jl else 0
+            jl = lab[r] if lab[r] >= 0 else 0
+            xy[r] = xb[r * C + jl]
+            ky[r] = kappa[jl]
         # Per row, in loops of few arrays each (one loop storing to all of them has more
         # possible overlaps than GCC checks at run time: it stayed scalar, 7 cycles a row).
         for r in range(R):
@@ -445,19 +431,22 @@ cdef inline double ce_logits_small_block(
             rmax[r] = mrow[r] if lab[r] >= 0 else 0
         for r in range(R):
             coef_y = ky[r] * keep_y
-            zsum[r] = 0 if coef_y == 0 else coef_y * zy[r]
+            zsum[r] = 0 if coef_y == 0 else coef_y * shifted(xy[r], mrow[r])
             wsum[r] = coef_y + eps_c * kappa_sum
         if Mode is WithGrad:
             for r in range(R):
                 w = scale * wrow[r]
                 bf[r] = <floating>(w * eps_c)
                 cy[r] = <floating>(w * (ky[r] * keep_y))
-    else:
-        for j in range(C):
-            prefetch_next(&pf)
-            col = xt + j * R
-            for r in range(R):
-                col[r] = shifted(col[r], mrow[r])
+
+    # 3. z (its own loop: fused into the exp loop below, GCC if-converts the select into
+    #    separate masked paths through exp and the float64 sum, ~40% more instructions),
+    #    Σ c_j z_j (a term with c_j = 0 counts as 0), then e = exp(z) and s = Σ e.
+    for j in range(C):
+        prefetch_next(&pf)
+        col = xt + j * R
+        for r in range(R):
+            col[r] = shifted(col[r], mrow[r])
     if Target is Sparse:
         if eps_c != 0:
             for r in range(R):

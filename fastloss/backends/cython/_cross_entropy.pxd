@@ -49,7 +49,7 @@ from cython cimport floating
 from libc.math cimport INFINITY, NAN
 
 from fastloss.backends.cython._fastmath cimport (
-    exp_nonpos, fl_log, fl_prefetch, lane_max, lane_sum, stream_copy, stream_scale,
+    exp_nonpos, fl_log, fl_prefetch, lane_max, lane_sum, shifted, stream_copy, stream_scale,
     transpose_in_max, transpose_out,
 )
 from fastloss.backends.cython._modes cimport Mode, Soft, Sparse, Target, WithGrad
@@ -123,11 +123,6 @@ cdef inline void prefetch_next(Prefetcher* p) noexcept nogil:
             p.write += nbytes
         p.read += nbytes
         p.left -= nbytes
-
-
-cdef inline floating shifted(floating x, floating m) noexcept nogil:
-    """z = x - m, with z = 0 where x == m (which makes a single +inf logit well defined)."""
-    return 0 if x == m else x - m
 
 
 cdef inline void ce_finish_rows(
@@ -327,9 +322,10 @@ cdef inline double ce_logits_small_block(
 
     1. ``xt`` ← x, and the running row maximum m (one pass; soft targets transposed too);
     2. per row: weight, label (skip), ``W``, ``c_y·z_y``;
-    3. ``xt`` ← z = x - m; ``Σ c_j z_j`` over the classes (soft targets, or smoothing), then
-       e = exp(z) (into ``xt`` for the gradient) and ``s += e``: every row sum in float64,
-       in class order;
+    3. ``Σ c_j z_j`` over the classes (soft targets, or smoothing), then e = exp(z) (into
+       ``xt`` for the gradient) and ``s += e``: every row sum in float64, in class order;
+       z = x - m is formed where it is used (a loop storing it cost ~10% of a value-only
+       call streaming from memory);
     4. row losses and gradient factors (ce_finish_rows, as in ce_logits_block);
     5. ``xt`` ← g = a·e - scale·w·c, 0 for a skipped row;
     6. g transposed back into the gradient rows (or a row-major scratch streamed out).
@@ -380,9 +376,8 @@ cdef inline double ce_logits_small_block(
     if Target is Soft:
         transpose_in_max(tb, C, R, tt, R, af)   # (af: not needed until step 5)
     # The next block's inputs, while this one computes from the cache: a share per class
-    # in steps 3 (logits) and 3' (labels or soft targets), so that few cache lines are in
-    # flight at once (all at once, the prefetches of a block stall the core when memory
-    # is the bottleneck).
+    # in step 3, so that few cache lines are in flight at once (all at once, the
+    # prefetches of a block stall the core when memory is the bottleneck).
     next_rows = min(R, a.n - r1)
     pf.read = <const char*>(pred + r1 * C)
     pf.write = NULL
@@ -439,14 +434,8 @@ cdef inline double ce_logits_small_block(
                 bf[r] = <floating>(w * eps_c)
                 cy[r] = <floating>(w * (ky[r] * keep_y))
 
-    # 3. z (its own loop: fused into the exp loop below, GCC if-converts the select into
-    #    separate masked paths through exp and the float64 sum, ~40% more instructions),
-    #    Σ c_j z_j (a term with c_j = 0 counts as 0), then e = exp(z) and s = Σ e.
-    for j in range(C):
-        prefetch_next(&pf)
-        col = xt + j * R
-        for r in range(R):
-            col[r] = shifted(col[r], mrow[r])
+    # 3. Σ c_j z_j (a term with c_j = 0 counts as 0), then e = exp(z) and s = Σ e, with
+    #    z = shifted(x, m) computed where it is used (no pass storing it).
     if Target is Sparse:
         if eps_c != 0:
             for r in range(R):
@@ -456,7 +445,7 @@ cdef inline double ce_logits_small_block(
                 if kj != 0:
                     col = xt + j * R
                     for r in range(R):
-                        lrow[r] += kj * col[r]
+                        lrow[r] += kj * shifted(col[r], mrow[r])
             for r in range(R):
                 zsum[r] += eps_c * lrow[r]
     else:
@@ -467,14 +456,15 @@ cdef inline double ce_logits_small_block(
             for r in range(R):
                 c = coefficient(kj, tcol[r], keep_y, eps_c)
                 wsum[r] += c
-                zsum[r] += 0 if c == 0 else c * col[r]
+                zsum[r] += 0 if c == 0 else c * shifted(col[r], mrow[r])
     for r in range(R):
         ssum[r] = 0
     for j in range(C):
+        prefetch_next(&pf)
         prefetch_next(&pft)
         col = xt + j * R
         for r in range(R):
-            e = exp_nonpos(col[r])
+            e = exp_nonpos(shifted(col[r], mrow[r]))
             if Mode is WithGrad:
                 col[r] = e
             ssum[r] += e

@@ -374,12 +374,12 @@ def _small_c_logits(n, c, dtype, rng):
 @pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "soft"])
 @pytest.mark.parametrize("c", [1, 3, 10, 37, 63])
 def test_small_class_logits_path(mod, dtype, sparse, c):
-    """C < 64 from logits takes the transposed block path (256 rows a block, rows in the
-    vector lanes): 3 whole blocks and a partial one of 77 rows (not a multiple of any vector
+    """C < 64 from logits takes the transposed block path (128 rows a block, rows in the
+    vector lanes): 6 whole blocks and a partial one of 77 rows (not a multiple of any vector
     width), specials in several blocks, ignored labels, smoothing, class and sample weights.
     Matches the reference; bitwise the same for every thread count, in place and value only."""
     rng = np.random.default_rng(c)
-    n = 3 * 256 + 77
+    n = 6 * 128 + 77
     x = _small_c_logits(n, c, dtype, rng)
     labels = rng.integers(0, c, n)
     ignore = 1 if c > 1 else -100  # ignore_index inside [0, C)

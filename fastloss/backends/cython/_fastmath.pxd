@@ -7,6 +7,8 @@ cdef extern from "_fastmath.h" nogil:
     double fl_exp(double x)
     float fl_expf_nonpos(float x)
     double fl_exp_nonpos(double x)
+    float fl_shifted_f32(float x, float m)
+    double fl_shifted_f64(double x, double m)
     float fl_logf(float x)
     double fl_log(double x)
     float fl_log1pf(float x)
@@ -59,6 +61,14 @@ cdef inline floating exp_(floating x) noexcept nogil:
         return fl_expf(x)
     else:
         return fl_exp(x)
+
+
+cdef inline floating shifted(floating x, floating m) noexcept nogil:
+    """z = x - m, with z = 0 where x == m (which makes a single +inf logit well defined)."""
+    if floating is float:
+        return fl_shifted_f32(x, m)
+    else:
+        return fl_shifted_f64(x, m)
 
 
 cdef inline floating exp_nonpos(floating x) noexcept nogil:

@@ -98,6 +98,37 @@ CASES = [
     Case(
         "value: CCE dense (6553600, 10)", "cce", {"from_logits": True}, (6553600, 10), "value", 1.3
     ),
+    # from probabilities (the default of both CE losses, as in Keras); the issues' value_and_grad
+    # bounds are for logits, the same bounds are applied here
+    Case("CE probabilities (65536, 1000)", "sparse_cce", {}, (65536, 1000), "grad", 1.3, "prob"),
+    Case("CE probabilities (6553600, 10)", "sparse_cce", {}, (6553600, 10), "grad", 3.0, "prob"),
+    Case(
+        "value: CE probabilities (65536, 1000)",
+        "sparse_cce",
+        {},
+        (65536, 1000),
+        "value",
+        1.3,
+        "prob",
+    ),
+    Case(
+        "value: CE probabilities (6553600, 10)",
+        "sparse_cce",
+        {},
+        (6553600, 10),
+        "value",
+        1.3,
+        "prob",
+    ),
+    Case(
+        "value: CCE dense probabilities (6553600, 10)",
+        "cce",
+        {},
+        (6553600, 10),
+        "value",
+        1.3,
+        "prob",
+    ),
 ]
 
 

@@ -66,7 +66,8 @@ from cython cimport floating
 from libc.math cimport INFINITY, NAN
 
 from fastloss.backends.cython._fastmath cimport (
-    abs_, exp_nonpos, fl_log, fl_prefetch, lane_max, lane_sum, shifted, stream_copy, stream_scale,
+    abs_, exp_nonpos, fl_log, fl_prefetch, fl_prob_grad_term, fl_prob_loss_term, lane_max,
+    lane_sum, shifted, stream_copy, stream_scale,
     transpose_in_max, transpose_out,
 )
 from fastloss.backends.cython._modes cimport Mode, Soft, Sparse, Target, WithGrad
@@ -526,21 +527,6 @@ cdef inline double ce_logits_small_block(
     return lane_sum(lrow, R)
 
 
-cdef inline double clipped(double q, double lo, double hi) noexcept nogil:
-    """q̂ = clip(q, lo, hi) (NaN stays NaN)."""
-    return lo if q < lo else (hi if q > hi else q)
-
-
-cdef inline double prob_loss_term(double q, double c, double lo, double hi) noexcept nogil:
-    """A class's share of the loss from probabilities, ``c·log q̂``."""
-    return c * fl_log(clipped(q, lo, hi))
-
-
-cdef inline double prob_grad_term(double q, double c, double lo, double hi) noexcept nogil:
-    """``g = -c/q̂`` inside ``[lo, hi]``, 0 outside (and for NaN q: NaN)."""
-    return 0 if (q < lo or q > hi) else -c / clipped(q, lo, hi)
-
-
 cdef inline bint regular_sum(double S) noexcept nogil:
     """Whether a row sum S is finite and nonzero (a "regular" row, module docstring)."""
     return (S != 0) & (S - S == 0)
@@ -560,7 +546,7 @@ cdef inline bint ce_probabilities_label_row(
     cdef double q = x[y] / S, gy, gq, f, amax
     cdef floating fill
     if Mode is WithGrad:
-        gy = prob_grad_term(q, c, lo, hi)
+        gy = fl_prob_grad_term(q, c, lo, hi)
         gq = 0.0 + gy * q
         if gq == 0:
             return False
@@ -577,7 +563,7 @@ cdef inline bint ce_probabilities_label_row(
         for j in range(C):      # after every read of x (out may be x)
             out[j] = fill
         out[y] = <floating>gy
-    lrow[0] = -w * (0.0 + prob_loss_term(q, c, lo, hi))
+    lrow[0] = -w * (0.0 + fl_prob_loss_term(q, c, lo, hi))
     return True
 
 
@@ -601,7 +587,7 @@ cdef inline double ce_probabilities_block(
     cdef const floating* t
     cdef floating* out = NULL
     cdef long long y = 0
-    cdef double S, q, c, gq, w, f
+    cdef double S, c, gq, w, f
     cdef double keep_t = 1 - a.smoothing, eps_c = a.smoothing / C
     cdef double lo = a.lo, hi = a.hi, scale = a.scale
     cdef bint regular
@@ -639,12 +625,14 @@ cdef inline double ce_probabilities_block(
                 c = coefficient(kappa[j], 1.0 if j == y else 0.0, keep_t, eps_c)
             else:
                 c = coefficient(kappa[j], t[j], keep_t, eps_c)
-            q = x[j] / S
-            # In a regular row a term with c = 0 is ±0, which changes no partial sum of
-            # lane_sum: left out, without its log.
-            clog[j] = 0 if regular and c == 0 else prob_loss_term(q, c, lo, hi)
+            clog[j] = c
             if Mode is WithGrad:
-                g[j] = prob_grad_term(q, c, lo, hi)
+                g[j] = fl_prob_grad_term(x[j] / S, c, lo, hi)
+        # In a regular row a term with c = 0 is ±0 (c itself stays), which changes no
+        # partial sum of lane_sum: left out, without its log.
+        for j in range(C):
+            if not regular or clog[j] != 0:
+                clog[j] = fl_prob_loss_term(x[j] / S, clog[j], lo, hi)
         lrow[r] = -w * lane_sum(clog, C)
         if Mode is WithGrad:
             for j in range(C):

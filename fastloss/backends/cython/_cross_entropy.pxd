@@ -65,6 +65,9 @@ the general loop, with every term: a NaN q_j makes the row NaN even where ``c_j 
 from cython cimport floating
 from libc.math cimport INFINITY, NAN
 
+cdef extern from "_fastmath.h":
+    enum: FL_LANES   # lane_sum's lanes; shorter rows are added in two chains
+
 from fastloss.backends.cython._fastmath cimport (
     abs_, exp_nonpos, fl_log, fl_prefetch, fl_prob_grad_term, fl_prob_loss_term, lane_max,
     lane_sum, shifted, stream_copy, stream_scale,
@@ -533,20 +536,20 @@ cdef inline bint regular_sum(double S) noexcept nogil:
 
 
 cdef inline bint ce_probabilities_label_row(
-    const Mode* mode, const floating* x, Py_ssize_t C, long long y, double S, double c,
-    double lo, double hi, double fw, double w, floating* out, double* lrow,
+    const Mode* mode, const floating* x, Py_ssize_t C, long long y, double S, double q,
+    double ly, double gy, double fw, double w, floating* out, double* lrow,
 ) noexcept nogil:
     """A regular row of sparse labels whose other classes have ``c_j = 0`` (no smoothing,
     finite class weights): the loss and gradient of the general loop from the label's class
-    alone (module docstring). ``fw = scale·w``. Returns False, having written nothing, where
-    the specialisation does not apply with the gradient: ``Σ g q = 0`` (then the other
-    entries ``f·(±0 - Σ g q)`` keep the sign of their ±0), or, for float64, an ``x_j/S`` that
-    overflows (its ``0·inf`` would make the row NaN)."""
+    alone (module docstring), given ``q = x_y/S``, ``ly = c_y log q̂_y`` and ``gy = g_y``
+    (computed for a block of rows in vector loops); ``fw = scale·w``. Returns False, having
+    written nothing, where the specialisation does not apply with the gradient: ``Σ g q = 0``
+    (then the other entries ``f·(±0 - Σ g q)`` keep the sign of their ±0), or, for float64,
+    an ``x_j/S`` that overflows (its ``0·inf`` would make the row NaN)."""
     cdef Py_ssize_t j
-    cdef double q = x[y] / S, gy, gq, f, amax
+    cdef double gq, f, amax
     cdef floating fill
     if Mode is WithGrad:
-        gy = fl_prob_grad_term(q, c, lo, hi)
         gq = 0.0 + gy * q
         if gq == 0:
             return False
@@ -563,7 +566,7 @@ cdef inline bint ce_probabilities_label_row(
         for j in range(C):      # after every read of x (out may be x)
             out[j] = fill
         out[y] = <floating>gy
-    lrow[0] = -w * (0.0 + fl_prob_loss_term(q, c, lo, hi))
+    lrow[0] = -w * (0.0 + ly)
     return True
 
 
@@ -595,7 +598,55 @@ cdef inline double ce_probabilities_block(
     cdef bint finite_logs = (lo > 0) & (hi > 0) & (hi < INFINITY)
     # Sparse labels: c_j = 0 off the label (no smoothing, every κ_j finite: Σκ is).
     cdef bint label_only = (eps_c == 0) & (a.kappa_sum - a.kappa_sum == 0)
+    cdef double* ssum = rows + R     # S per row
+    cdef double* qy = rows + 2 * R   # sparse labels: q_y, c_y log q̂_y, g_y
+    cdef double* ly = rows + 3 * R
+    cdef double* gy = rows + 4 * R
+    cdef Py_ssize_t jl
+    cdef const floating* xb
 
+    # The row sums first, in loops of their own: each is a chain of dependent additions,
+    # and here those of several rows overlap. A short row (C < FL_LANES) is added as
+    # lane_sum adds it, in two chains (even and odd classes, the last odd one to the even
+    # chain), here one class at a time over the block's rows: loops over r without a
+    # dependency. Measured (float32, (6553600, 10), sparse, value only, one thread): 122 ->
+    # 92 ms (np.sum 19 ms).
+    if C < FL_LANES:
+        for r in range(R):
+            ssum[r] = 0
+            qy[r] = 0
+        j = 0
+        while j + 2 <= C:
+            xb = pred + r0 * C + j
+            for r in range(R):
+                ssum[r] += xb[r * C]
+                qy[r] += xb[r * C + 1]
+            j += 2
+        if j < C:
+            xb = pred + r0 * C + j
+            for r in range(R):
+                ssum[r] += xb[r * C]
+        for r in range(R):
+            ssum[r] = ssum[r] + qy[r]
+    else:
+        for r in range(R):
+            ssum[r] = lane_sum(pred + (r0 + r) * C, C)
+    if Target is Sparse:
+        if label_only and finite_logs:
+            # The label's terms, for every row (class 0 stands in for a label outside
+            # [0, C): such a row is skipped below), the logs in a vector loop.
+            for r in range(R):
+                y = a.labels[r0 + r]
+                jl = y if (y >= 0) & (y < C) else 0
+                qy[r] = pred[(r0 + r) * C + jl] / ssum[r]
+                ly[r] = coefficient(kappa[jl], 1.0, keep_t, eps_c)
+            for r in range(R):
+                c = ly[r]
+                ly[r] = fl_prob_loss_term(qy[r], c, lo, hi)
+                if Mode is WithGrad:
+                    gy[r] = fl_prob_grad_term(qy[r], c, lo, hi)
+                else:
+                    gy[r] = 0   # (not used)
     for r in range(R):
         i = r0 + r
         x = pred + i * C
@@ -612,12 +663,11 @@ cdef inline double ce_probabilities_block(
                 continue
         else:
             t = target + i * C
-        S = lane_sum(x, C)
+        S = ssum[r]
         regular = finite_logs and regular_sum(S)
         if Target is Sparse:
-            c = coefficient(kappa[y], 1.0, keep_t, eps_c)
             if regular and label_only and ce_probabilities_label_row(
-                mode, x, C, y, S, c, lo, hi, scale * w, w, out, lrow + r
+                mode, x, C, y, S, qy[r], ly[r], gy[r], scale * w, w, out, lrow + r
             ):
                 continue
         for j in range(C):

@@ -351,6 +351,87 @@ def test_cross_entropy_in_place_equals_out_of_place(mod, from_logits, c):
     np.testing.assert_array_equal(lo_in, lo)
 
 
+def _label_row_probabilities(c, dtype, rng):
+    """Probabilities whose rows hit both sides of the regular/irregular split of the
+    probabilities kernel (a row of sparse labels is its label's class alone when S is finite
+    and nonzero): rows of specials first, then random rows over several blocks."""
+    n = 3 * (4096 // c) + 7
+    x = rng.random((n, c)) + 0.01
+    y = rng.integers(0, c, n)
+    y[:20] = 0
+    off = 1  # a class other than the label (0) in the special rows
+    x[1, :3] = [1.0, -1.0, 0.0]  # S = 0: irregular
+    x[2, 0] = np.inf  # +inf at the label
+    x[3, off] = np.inf  # +inf off the label
+    x[4, off] = np.nan  # NaN off the label: the whole row NaN
+    x[5, off] = -np.inf
+    x[6, 0] = 0.0  # q below lo at the label
+    x[7, off] = 0.0  # q below lo off the label
+    x[8, 1:] = 1e-9  # q above hi at the label
+    x[9, :] = 1e-9
+    x[9, off] = 1.0  # q above hi off the label
+    x[10, off] = -0.5  # q < 0 off the label
+    x[11, 0] = -0.5  # q < 0 at the label
+    x[12, :] = 0.0
+    x[12, 0] = 1.0  # a one-hot prediction
+    x[13, :] = 1.0  # q = 1/C
+    y[14] = 2 % c  # zero class weight at the label (with that option): Σ g q = 0
+    x[15, :] = 0.0  # S = 0, all zero
+    x[16, :] = -x[16, :]  # S < 0: regular
+    if dtype == np.float64 and c >= 10:
+        # S = 2e-300 exactly (±1e300 in the same partial sum of lane_sum and of np.sum), and
+        # x_4/S overflows: its 0·inf makes the general loop's gradient NaN
+        x[17, :] = 0.0
+        x[17, [1, 3]] = 1e-300
+        y[17] = 1
+        x[17, 4] = 1e300
+        x[17, 20 if c > 20 else 6] = -1e300
+        with np.errstate(over="ignore"):
+            assert np.sum(x[17]) == 2e-300 and np.isinf(x[17, 4] / np.sum(x[17]))
+    x[18, 0] = 1e30  # q_y ≈ 1
+    return x.astype(dtype), y
+
+
+@pytest.mark.parametrize("mod", ISA)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", [3, 10, 40, 1000])
+def test_probabilities_label_row_is_the_general_loop(mod, dtype, c):
+    """Sparse labels take the label-only specialisation in regular rows; one-hot dense
+    targets the general loop (every class's g_j and Σ g q). Bitwise the same results,
+    for each thread count and in place, and close to the reference."""
+    rng = np.random.default_rng(11 + c)
+    x, y = _label_row_probabilities(c, dtype, rng)
+    onehot = np.eye(c, dtype=dtype)[y]
+    kappa0 = rng.random(c) + 0.5
+    kappa0[2 % c] = 0.0
+    for options in (
+        {"clip_lo": 1e-7, "clip_hi": 1 - 1e-7},
+        {"clip_lo": 1e-4, "clip_hi": 0.9, "weight": rng.random(len(y)) * 2, "scale": 0.3},
+        {"clip_lo": 1e-7, "clip_hi": 1 - 1e-7, "class_weight": kappa0},
+        {},  # lo = 0: log q̂ may be -inf, the general loop everywhere
+    ):
+        dense = _bits(
+            _compare(mod, CrossEntropyJob, "cross_entropy", dtype, from_logits=False,
+                     pred=x, target=onehot, **options)
+        )
+        results = {
+            _bits(_run(mod, CrossEntropyJob, "cross_entropy", from_logits=False, pred=x,
+                       labels=y, n_threads=nt, **options))
+            for nt in (1, 2, 3)
+        }
+        assert results == {dense}, options
+        _compare(mod, CrossEntropyJob, "cross_entropy", dtype, from_logits=False, pred=x,
+                 labels=y, **options)
+        v_only, _, l_only = _run(mod, CrossEntropyJob, "cross_entropy", from_logits=False,
+                                 pred=x, labels=y, with_grad=False, **options)
+        assert (np.float64(v_only).tobytes(), l_only.tobytes()) == (dense[0], dense[2])
+        xin = x.copy()
+        v_in = mod.cross_entropy(
+            CrossEntropyJob(from_logits=False, pred=xin, labels=y, grad_out=xin, **options)
+        )
+        assert (np.float64(v_in).tobytes(), xin.tobytes()) == dense[:2]
+
+
 def _small_c_logits(n, c, dtype, rng):
     """Logits for the small-class path with specials in several blocks and in the last,
     partial one (its rows past the last whole vector group too)."""

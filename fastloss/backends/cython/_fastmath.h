@@ -345,6 +345,26 @@ FL_INLINE double fl_log1p_unit(double e, double *inv)
     return fl__log_core(u, 0.0, (e - (u - 1.0)) * rcp);
 }
 
+/* Cross-entropy from probabilities, the terms of one class (_cross_entropy.pxd, whose module
+ * docstring states the formulas): q_hat = clip(q, lo, hi) (NaN stays NaN), the loss term
+ * c*log(q_hat), and g = -c/q_hat inside [lo, hi], 0 outside. Here rather than in Cython so
+ * that they are always inlined (written as Cython inline functions, GCC left the loss term
+ * an out-of-line call, seen in perf). */
+FL_INLINE double fl_clip(double q, double lo, double hi)
+{
+    return q < lo ? lo : (q > hi ? hi : q);
+}
+
+FL_INLINE double fl_prob_loss_term(double q, double c, double lo, double hi)
+{
+    return c * fl_log(fl_clip(q, lo, hi));
+}
+
+FL_INLINE double fl_prob_grad_term(double q, double c, double lo, double hi)
+{
+    return (q < lo || q > hi) ? 0.0 : -c / fl_clip(q, lo, hi);
+}
+
 /* ======================================================================================= */
 /* Lane-wise reductions                                                                     */
 /* ======================================================================================= */

@@ -19,6 +19,8 @@ cdef extern from "_fastmath.h" nogil:
     double fl_log1m_unit(double q)
     float fl_log1p_unitf(float e, float* inv)
     double fl_log1p_unit(double e, double* inv)
+    double fl_prob_loss_term(double q, double c, double lo, double hi)
+    double fl_prob_grad_term(double q, double c, double lo, double hi)
     double fl_sum_f32(const float* x, Py_ssize_t n)
     double fl_sum_f64(const double* x, Py_ssize_t n)
     float fl_max_f32(const float* x, Py_ssize_t n)

@@ -58,8 +58,8 @@ probabilities
     (``0·inf`` in ``Σ g·q``), and such a row is not regular, so the shortcut keeps that.
 
 Small-C path (logits, ``C <`` :data:`SMALL_C`, any target and options; probabilities with
-one-hot targets, see above): see the comment above :func:`_lanes_block_losses` — a block's rows are transposed into scratch so that each
-SIMD lane holds one row.
+one-hot targets, see above): see the comment above :func:`_lanes_block_losses` — a block's
+rows are transposed into scratch so that each SIMD lane holds one row.
 """
 
 from __future__ import annotations

@@ -639,6 +639,12 @@ def _stream_regular_rows(gs, buf, regular, n_rows, c, left):
 # term of each row (the only one of a regular row, see the module docstring) is then one
 # more vector loop over the rows, and the gradient a constant per row with the label's entry
 # patched. Rows that are ignored or not regular are flagged and left to the row path.
+# Measured (float32, C = 10, one thread, data in L2, ns per element): value 1.83 and
+# value_and_grad 2.26 with the label work as one per-row loop (scalar: `vdivss`/`vdivsd`),
+# 0.83–0.95 and 1.25–1.31 with the gathers split off (the arithmetic loop then vectorises:
+# `vdivps`, `vdivpd`, `zmm`). benchmarks/targets.py, (6553600, 10), 2 threads (shared,
+# loaded machine): value 12.9 → 1.6× np.sum, value_and_grad 12.2 → 1.8× np.copyto (the
+# row path for every row before).
 
 
 @njit(**OUT_OF_LINE)

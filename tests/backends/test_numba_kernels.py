@@ -518,6 +518,121 @@ def test_cross_entropy_small_c_lanes_path(c, opts, sparse, dtype, rng):
     assert len(values) == 1 and np.isfinite(values.pop())
 
 
+def _probability_rows(c, dtype, n, labels, rng):
+    """Probability rows with every kind of row the regular/irregular split tells apart:
+    ``S = 0`` (all zero, and ``[1, −1, 0, …]``), ``+inf`` and NaN entries, the label's entry
+    below ``lo``/above ``hi`` and another entry so, a negative entry, all ``1e-30``, huge
+    entries; and last a row where ``q_j = x_j/S`` overflows, whose index is returned too."""
+    x = rng.uniform(0.0, 1.0, (n, c))
+    off = (labels + 1) % c
+
+    def at(r):  # a row spread over the blocks and chunks
+        return (r * 997) % n
+
+    x[at(1)] = 0.0
+    x[at(2)] = 0.0
+    x[at(2), :2] = [1.0, -1.0]
+    x[at(3), off[at(3)]] = np.inf
+    x[at(4), labels[at(4)]] = np.inf
+    x[at(5), off[at(5)]] = np.nan
+    x[at(6), labels[at(6)]] = 1e-12  # label below lo
+    x[at(7), off[at(7)]] = 1e-12  # another entry below lo
+    x[at(8), labels[at(8)]] = 1e3  # label above hi
+    x[at(9), off[at(9)]] = 1e3
+    x[at(10)] = 1e-30
+    x[at(11), off[at(11)]] = -0.5
+    x[at(12)] = [3e37 if j % 2 else -3e37 for j in range(c)]  # huge entries
+    # ±max/2 off the label, 1/16 at it and (C > 3) at the class before it: x_j/S overflows
+    # where S = 1/8 (the last row), q_y = 1/2 (q_y = 1 > hi for C = 3). The pair is placed
+    # where the sum cancels it first: sequential for C < SMALL_C; vector lanes 0 and 8, then
+    # the label's in a later lane or the scalar tail in the row path, C ≥ SMALL_C.
+    big = np.finfo(dtype).max / 2
+    x[at(13)] = 0.0
+    labels[at(13)] = c - 1
+    x[at(13), c - 1] = 0.0625
+    x[at(13), 0] = big
+    x[at(13), min(8, c - 3) if c > 3 else 1] = -big
+    if c > 3:
+        x[at(13), c - 2] = 0.0625
+    return x.astype(dtype), at(13)
+
+
+PROB_OPTIONS = [
+    {"clip_lo": 1e-7, "clip_hi": 1.0 - 1e-7},  # the losses' default
+    {"class_weight": "zero at a label", "weight": True, "scale": 0.5, "clip_lo": 1e-7,
+     "clip_hi": 1.0 - 1e-7},
+    {"ignore_index": -100, "clip_lo": 0.05, "clip_hi": 0.6},
+    {"clip_lo": 0.0, "clip_hi": 1.0},  # log 0 possible: every row takes the general loops
+    {"smoothing": 0.2, "weight": True},  # smoothing: the general loops
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", [3, 10, 64, 1000])
+def test_cross_entropy_probabilities_regular_and_irregular_rows(c, dtype, rng):
+    """Probabilities with sparse labels: a regular row (``S`` finite and nonzero, every
+    ``q_j`` finite) takes only its label's term, the others the general loops (see the module
+    docstring of ``_cross_entropy``). Against the reference with every kind of irregular row
+    and of label entry; bitwise the same for 1, 2 and 3 threads, value only, in place and out
+    of place; and (row path, C ≥ SMALL_C, where the row sum is the same code) bitwise the same
+    as the same rows given as a dense one-hot target, which always takes the general loops."""
+    n = 3 * _cross_entropy.rows_per_block(c) + 37 if c < 64 else 45
+    for opts in PROB_OPTIONS:
+        labels = rng.integers(0, c, n)
+        x, overflow = _probability_rows(c, dtype, n, labels, rng)
+        kw = {k: v for k, v in opts.items() if k not in ("weight", "class_weight")}
+        args = {"weight": rng.uniform(0.0, 2.0, n) if opts.get("weight") else None,
+                "class_weight": None}
+        if opts.get("class_weight"):
+            args["class_weight"] = rng.uniform(0.5, 2.0, c)
+            args["class_weight"][labels[0]] = 0.0
+        if "ignore_index" in opts:
+            labels[rng.uniform(size=n) < 0.1] = opts["ignore_index"]
+        target = np.zeros((n, c), dtype)
+        target[np.arange(n), np.where(labels >= 0, labels, 0)] = 1.0
+        make = _ce_job_factory(False, True, x, labels, target, args, kw, "grad")
+        (v_ref, g_ref, l_ref), (v, g, lo) = run_both(lambda b: b.cross_entropy, make)
+        # (not the overflow row: its S depends on the order of the sum, and in float32 x_j/S
+        # overflows where the float64 reference's does not)
+        ok = np.arange(n) != overflow
+        assert_close(g[ok], g_ref[ok], dtype, scale=_scale(g_ref[ok]))
+        assert_close(lo[ok], l_ref[ok], dtype, scale=_scale(l_ref))
+        assert np.isnan(l_ref).sum() >= 3  # the irregular rows are there
+        # the overflow row: a NaN gradient (0·inf in Σ g·q where S = 1/8; S = 0 in an order
+        # of the sum that adds 1/16 to ±max/2 first)
+        assert np.isnan(g[overflow]).all()
+        for n_threads in (1, 2, 3):
+            for mode in ("grad", "inplace", "value"):
+                job = _ce_job_factory(False, True, x, labels, target, args, kw, mode)()
+                job.n_threads = n_threads
+                value = nb.cross_entropy(job)
+                assert value == v or (np.isnan(value) and np.isnan(v))
+                np.testing.assert_array_equal(job.loss_out, lo)
+                if job.grad_out is not None:
+                    np.testing.assert_array_equal(job.grad_out, g)
+        if "ignore_index" not in opts:
+            job = _ce_job_factory(False, False, x, labels, target, args, kw, "grad")()
+            value = nb.cross_entropy(job)
+            np.testing.assert_array_equal(np.isnan(job.grad_out), np.isnan(g))
+            np.testing.assert_array_equal(np.isnan(job.loss_out), np.isnan(lo))
+            if c >= _cross_entropy.SMALL_C:
+                assert value == v or (np.isnan(value) and np.isnan(v))
+                assert job.loss_out.tobytes() == lo.tobytes()
+                assert job.grad_out.tobytes() == g.tobytes()
+        # the same rows without the irregular ones: a finite value, still thread-independent
+        fine = np.isfinite(l_ref) & (np.abs(x).max(axis=1) < 1e30) & ok
+        xs, ls = x[fine], labels[fine]
+        values = set()
+        for n_threads in (1, 2, 3):
+            for mode in ("grad", "value"):
+                job = _ce_job_factory(False, True, xs, ls, target[fine], args | {
+                    "weight": None if args["weight"] is None else args["weight"][fine]},
+                    kw, mode)()
+                job.n_threads = n_threads
+                values.add(nb.cross_entropy(job))
+        assert len(values) == 1 and np.isfinite(values.pop())
+
+
 def test_read_only_and_empty_inputs_need_no_new_signature(rng, tmp_path):
     """Inputs reach the kernels as read-only views, so read-only or memory-mapped arrays run
     on the already compiled signature (no compile of seconds on a user's first such call);

@@ -633,6 +633,53 @@ def test_cross_entropy_probabilities_regular_and_irregular_rows(c, dtype, rng):
         assert len(values) == 1 and np.isfinite(values.pop())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("soft", [False, True], ids=["one-hot", "soft"])
+@pytest.mark.parametrize("c", [3, 10, 64, 1000])
+def test_cross_entropy_probabilities_dense_targets(c, soft, dtype, rng):
+    """Probabilities with dense targets, one-hot or soft (every ``c_j ≠ 0``), on the rows of
+    every kind of :func:`_probability_rows` (C < SMALL_C: the small-C dense path, several
+    blocks and chunks with remainders; C ≥ SMALL_C: the row path): against the reference,
+    and bitwise the same for 1, 2 and 3 threads, value only, in place and out of place."""
+    n = 3 * _cross_entropy.rows_per_block(c) + 37 if c < 64 else 45
+    for opts in PROB_OPTIONS:
+        if "ignore_index" in opts:
+            continue  # (sparse labels only)
+        labels = rng.integers(0, c, n)
+        x, overflow = _probability_rows(c, dtype, n, labels, rng)
+        args = {"weight": rng.uniform(0.0, 2.0, n) if opts.get("weight") else None,
+                "class_weight": rng.uniform(0.5, 2.0, c) if opts.get("class_weight") else None}
+        kw = {k: v for k, v in opts.items() if k not in ("weight", "class_weight")}
+        if soft:
+            target = rng.uniform(0.05, 1.0, (n, c)).astype(dtype)
+        else:
+            target = np.zeros((n, c), dtype)
+            target[np.arange(n), labels] = 1.0
+        make = _ce_job_factory(False, False, x, labels, target, args, kw, "grad")
+        (v_ref, g_ref, l_ref), (v, g, lo) = run_both(lambda b: b.cross_entropy, make)
+        ok = np.arange(n) != overflow  # (see the test above)
+        assert_close(g[ok], g_ref[ok], dtype, scale=_scale(g_ref[ok]))
+        assert_close(lo[ok], l_ref[ok], dtype, scale=_scale(l_ref))
+        assert np.isnan(l_ref).sum() >= 3
+        for n_threads in (1, 2, 3):
+            for mode in ("grad", "inplace", "value"):
+                job = _ce_job_factory(False, False, x, labels, target, args, kw, mode)()
+                job.n_threads = n_threads
+                value = nb.cross_entropy(job)
+                assert value == v or (np.isnan(value) and np.isnan(v))
+                assert job.loss_out.tobytes() == lo.tobytes()
+                if job.grad_out is not None:
+                    assert job.grad_out.tobytes() == g.tobytes()
+        # without the irregular rows: a finite value close to the reference's
+        fine = np.isfinite(l_ref) & (np.abs(x).max(axis=1) < 1e30) & ok
+        args_f = args | {"weight": None if args["weight"] is None else args["weight"][fine]}
+        make = _ce_job_factory(False, False, x[fine], labels[fine], target[fine], args_f, kw,
+                               "value")
+        (v_ref, _, _), (v, _, _) = run_both(lambda b: b.cross_entropy, make)
+        assert np.isfinite(v)
+        np.testing.assert_allclose(v, v_ref, rtol=TOL[np.dtype(dtype).type]["rtol"] * 10)
+
+
 def test_read_only_and_empty_inputs_need_no_new_signature(rng, tmp_path):
     """Inputs reach the kernels as read-only views, so read-only or memory-mapped arrays run
     on the already compiled signature (no compile of seconds on a user's first such call);

@@ -36,7 +36,11 @@ from fastloss.backends.numba import (  # noqa: E402
     _runtime,
     _startup,
 )
-from fastloss.backends.numba._intrinsics import transpose_rows, transpose_rows_max  # noqa: E402
+from fastloss.backends.numba._intrinsics import (  # noqa: E402
+    row_sums64,
+    transpose_rows,
+    transpose_rows_max,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -199,17 +203,31 @@ def test_polynomial_math_vectorises(name):
 
 
 @numba.njit(error_model="numpy")
-def _transpose_both(src, dst, dst2, rmax, ahead, n_rows, c):
+def _transpose_both(src, dst, dst2, rmax, s64, a64, ahead, n_rows, c):
     transpose_rows_max(src, dst, rmax, ahead, n_rows, c)
     transpose_rows(src, dst2, ahead, n_rows, c)
+    row_sums64(src, s64, a64, ahead, n_rows, c)
+
+
+def _class_order_sums(x):
+    """``((0 + x_0) + x_1) + …`` per row in float64, and the same of ``|x_j|``."""
+    s = np.zeros(x.shape[0])
+    a = np.zeros(x.shape[0])
+    with np.errstate(invalid="ignore"):
+        for j in range(x.shape[1]):
+            s = s + x[:, j].astype(np.float64)
+            a = a + np.abs(x[:, j].astype(np.float64))
+    return s, a
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_transpose_rows_gathers_exactly(dtype, rng):
     """The gather transposes of the small-C path: ``dst[j·R + r] = src[r·c + j]`` and the row
-    maxima (maxnum: NaN skipped, all-NaN row NaN), for every C of the path and row counts
-    around the lane width (the last group partial: its masked lanes neither read past the
-    rows nor written past ``R·c``, checked with guard values around both arrays)."""
+    maxima (maxnum: NaN skipped, all-NaN row NaN), and the float64 row sums of ``x_j`` and
+    ``|x_j|`` in class order (:func:`row_sums64`, bitwise; NaN and ±inf rows included), for
+    every C of the path and row counts around the lane width (the last group partial: its
+    masked lanes neither read past the rows nor written past ``R·c`` or ``R``, checked with
+    guard values around every array)."""
     for c in range(1, _cross_entropy.SMALL_C):
         for n_rows in (1, 7, 8, 15, 16, 17, 33, 100):
             x = rng.normal(size=(n_rows, c)).astype(dtype)
@@ -221,11 +239,20 @@ def test_transpose_rows_gathers_exactly(dtype, rng):
             dst = np.full(x.size + 40, -7.0, dtype)
             dst2 = dst.copy()
             rmax = np.full(n_rows + 40, -7.0, dtype)
+            s64 = np.full(n_rows + 40, -7.0)
+            a64 = s64.copy()
             ahead = src[:0] if c % 2 else src  # any array, prefetched only
-            _transpose_both(src[20:-20], dst[20:-20], dst2[20:-20], rmax[20:-20], ahead,
-                            n_rows, c)
-            for out, size in ((dst, x.size), (dst2, x.size), (rmax, n_rows)):
+            _transpose_both(src[20:-20], dst[20:-20], dst2[20:-20], rmax[20:-20],
+                            s64[20:-20], a64[20:-20], ahead, n_rows, c)
+            for out, size in ((dst, x.size), (dst2, x.size), (rmax, n_rows), (s64, n_rows),
+                              (a64, n_rows)):
                 assert np.all(out[:20] == -7) and np.all(out[20 + size:] == -7)
+            s_ref, a_ref = _class_order_sums(x)
+            # bitwise (assert_array_equal treats NaN as equal to NaN; -0.0 == 0.0 is
+            # checked through the sign bits)
+            np.testing.assert_array_equal(s64[20:-20], s_ref)
+            np.testing.assert_array_equal(np.signbit(s64[20:-20]), np.signbit(s_ref))
+            np.testing.assert_array_equal(a64[20:-20], a_ref)
             np.testing.assert_array_equal(dst[20:-20], x.T.ravel())
             np.testing.assert_array_equal(dst2[20:-20], x.T.ravel())
             with warnings.catch_warnings():

@@ -77,6 +77,7 @@ from ._intrinsics import (
     maxnum,
     prefer_wide_vectors,
     prefetch_lines,
+    row_sums64,
     stream_copy,
     stream_scale,
     transpose_rows,
@@ -635,8 +636,9 @@ def _stream_regular_rows(gs, buf, regular, n_rows, c, left):
 
 
 # The small-C path of probabilities with one-hot targets (sparse labels, no smoothing,
-# clip_lo > 0; C < SMALL_C): a chunk's rows are transposed (by gathers, as above) only to
-# form the float64 row sums S and Σ |x_j| (float64) as vector loops over the rows; the label's
+# clip_lo > 0; C < SMALL_C): a chunk's rows are gathered (as above) only to form the float64
+# row sums S and Σ |x_j|, in the registers of the gathers (`_intrinsics.row_sums64`: nothing
+# transposed is stored and read back); the label's
 # term of each row (the only one of a regular row, see the module docstring) is then one
 # more vector loop over the rows, and the gradient a constant per row with the label's entry
 # patched. Rows that are ignored or not regular are flagged and left to the row path.
@@ -645,12 +647,15 @@ def _stream_regular_rows(gs, buf, regular, n_rows, c, left):
 # 0.83–0.95 and 1.25–1.31 with the gathers split off (the arithmetic loop then vectorises:
 # `vdivps`, `vdivpd`, `zmm`). benchmarks/targets.py, (6553600, 10), 2 threads (shared,
 # loaded machine): value 12.9 → 1.6× np.sum, value_and_grad 12.2 → 1.8× np.copyto (the
-# row path for every row before).
+# row path for every row before). The sums folded into the gathers (before: the chunk
+# transposed into scratch, then summed class by class from there), same command, before and
+# after side by side: value 1.58–1.74 → 1.24–1.44× np.sum, value_and_grad 2.12–2.23 →
+# 1.78–1.96× np.copyto.
 
 
 @njit(**OUT_OF_LINE)
-def _prob_block_losses(xs, xn, n_rows, c, lab, wts, has_w, kappa, prm, ignore_index, xt, rt,
-                       r64, lout, has_loss, want_grad, scale):
+def _prob_block_losses(xs, xn, n_rows, c, lab, wts, has_w, kappa, prm, ignore_index, rt, r64,
+                       lout, has_loss, want_grad, scale):
     """Phase 1 of a small-C probabilities block (one-hot targets): as
     :func:`_lanes_block_losses` (returns ``(Σ w·l`` over the regular rows, rows left``)``,
     flags ``rt[_REGULAR]``), and with ``want_grad`` the gradient's two values per regular row,
@@ -669,15 +674,7 @@ def _prob_block_losses(xs, xn, n_rows, c, lab, wts, has_w, kappa, prm, ignore_in
     wr = r64[1]
     s64 = r64[2]
     a64 = r64[3]
-    transpose_rows(xs, xt, xn, n_rows, c)
-    for r in range(n_rows):
-        s64[r] = 0.0
-        a64[r] = 0.0
-    for j in range(c):
-        for r in range(n_rows):
-            v = np.float64(xt[_u(j * n_rows + r)])
-            s64[r] = s64[r] + v
-            a64[r] = a64[r] + abs(v)
+    row_sums64(xs, s64, a64, xn, n_rows, c)
     if has_w:
         for r in range(n_rows):
             wr[r] = wts[r]
@@ -953,7 +950,7 @@ def _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target, weight,
             else:
                 chunk, left = _prob_block_losses(xf[q0 * c:q1 * c], xf[q1 * c:ahead * c],
                                                  q1 - q0, c, labels[q0:q1], weight[q0:q1],
-                                                 has_w, kappa, prm, ignore_index, xt, rt, r64,
+                                                 has_w, kappa, prm, ignore_index, rt, r64,
                                                  lout[q0:q1], has_loss, want_grad, scale)
             acc += chunk
             if left > 0:

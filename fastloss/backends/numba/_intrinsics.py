@@ -46,7 +46,8 @@ have bought are asked for explicitly, on exactly the operations that need them:
   :func:`stream_scale` streams a scaled row (one entry replaced) without a copy in scratch.
 * :func:`transpose_rows`, :func:`transpose_rows_max` — a block of short rows transposed to
   class-major order with vector gathers (``llvm.masked.gather``), optionally with the row
-  maxima folded in.
+  maxima folded in; :func:`row_sums64` — the same gathers giving only the rows' float64
+  sums of ``x_j`` and ``|x_j|`` (nothing transposed is stored).
 * :func:`prefetch_lines` — software prefetch of a range of an array (``llvm.prefetch``), so
   that the memory transfer of the next rows or blocks overlaps the arithmetic on the current
   ones.
@@ -69,6 +70,7 @@ __all__ = [
     "maxnum",
     "prefer_wide_vectors",
     "prefetch_lines",
+    "row_sums64",
     "scale_by_pow2",
     "scale_by_pow2_nonpositive",
     "split_exponent",
@@ -492,17 +494,22 @@ def _transpose_typer(arrays, n_rows, c):
     return types.none(*arrays, n_rows, c) if ok else None
 
 
-def _transpose_codegen(context, builder, signature, args):
-    """The loops of :func:`transpose_rows` (arrays ``src, dst, ahead``) and
-    :func:`transpose_rows_max` (``src, dst, rmax, ahead``): for each group of ``L`` rows
-    (``L`` = one 64-byte vector: 16 float32 or 8 float64), prefetch the same span of
-    ``ahead``, then for each class ``j``: gather ``x[r·c + j]`` of the group's rows, store the
-    vector at ``dst[j·R + r]``, and fold it into the group's running ``maxnum``; lanes beyond
-    the last row are masked off (no load, no store)."""
+def _transpose_codegen(context, builder, signature, args, sums64=False):
+    """The loops of :func:`transpose_rows` (arrays ``src, dst, ahead``),
+    :func:`transpose_rows_max` (``src, dst, rmax, ahead``) and, with ``sums64``,
+    :func:`row_sums64` (``src, s64, a64, ahead``): for each group of ``L`` rows (``L`` = one
+    64-byte vector: 16 float32 or 8 float64), prefetch the same span of ``ahead``, then for
+    each class ``j``: gather ``x[r·c + j]`` of the group's rows and store the vector at
+    ``dst[j·R + r]`` and/or fold it into the group's running ``maxnum``, or (``sums64``)
+    extend it to float64 and add it and its ``fabs`` to the group's two running sums (plain
+    ``fadd``, class by class from ``+0.0``); lanes beyond the last row are masked off (no
+    load, no store)."""
     arrays = [cgutils.create_struct_proxy(t)(context, builder, value=v)
               for t, v in zip(signature.args[:-2], args[:-2], strict=True)]
-    src, dst = arrays[0], arrays[1]
-    rmax = arrays[2] if len(arrays) == 4 else None
+    src = arrays[0]
+    dst = None if sums64 else arrays[1]
+    rmax = arrays[2] if len(arrays) == 4 and not sums64 else None
+    s64, a64 = (arrays[1], arrays[2]) if sums64 else (None, None)
     ahead, ahead_ty = arrays[-1], signature.args[-3]
     i64 = ir.IntType(64)
     i32 = ir.IntType(32)
@@ -524,8 +531,14 @@ def _transpose_codegen(context, builder, signature, args):
         f"llvm.masked.store.{suffix}.p0")
     maxnum_v = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(vty, [vty, vty]), f"llvm.maxnum.{suffix}")
+    dvty = ir.VectorType(_F64, lanes)
+    dptr = _F64.as_pointer()
+    store64 = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [dvty, dptr, i32, mty]),
+        f"llvm.masked.store.v{lanes}f64.p0")
+    fabs64 = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(dvty, [dvty]), f"llvm.fabs.v{lanes}f64")
     align = ir.Constant(i32, esize)
-    iota = ir.Constant(ivty, list(range(lanes)))
     # byte offsets of the group's rows from its first element, r·c·esize, computed in 32 bits
     # and sign-extended (< 2^31: a group spans at most L·c elements, c < 2^26 where used) so
     # that x86 selects the 32-bit-index gather: one vgatherdps per 16 float32, not two
@@ -534,6 +547,7 @@ def _transpose_codegen(context, builder, signature, args):
     row_bytes = builder.sext(builder.mul(
         _splat(builder, builder.trunc(builder.mul(c, ir.Constant(i64, esize)), i32), i32v),
         ir.Constant(i32v, list(range(lanes)))), ivty)
+    iota = ir.Constant(ivty, list(range(lanes)))
     nan = ir.Constant(vty, [float("nan")] * lanes)
     zero = ir.Constant(i64, 0)
     with cgutils.for_range_slice(builder, zero, n, ir.Constant(i64, lanes), inc=True) as (r0, _):
@@ -541,6 +555,8 @@ def _transpose_codegen(context, builder, signature, args):
         first = builder.ptrtoint(builder.gep(src.data, [builder.mul(r0, c)]), i64)
         row_ptrs = builder.add(_splat(builder, first, ivty), row_bytes)
         m = cgutils.alloca_once_value(builder, nan)
+        s = cgutils.alloca_once_value(builder, ir.Constant(dvty, [0.0] * lanes))
+        a = cgutils.alloca_once_value(builder, ir.Constant(dvty, [0.0] * lanes))
         span = builder.mul(r0, c)
         _prefetch_range(context, builder, ahead_ty, ahead, span,
                         builder.add(span, builder.mul(c, ir.Constant(i64, lanes))))
@@ -551,12 +567,23 @@ def _transpose_codegen(context, builder, signature, args):
                                              ivty)),
                 ir.VectorType(ptr, lanes))
             v = builder.call(gather, [ptrs, align, mask, ir.Constant(vty, None)])
-            builder.call(store, [v, builder.gep(dst.data, [builder.add(builder.mul(j, n), r0)]),
-                                 align, mask])
+            if dst is not None:
+                builder.call(store, [v, builder.gep(dst.data, [builder.add(builder.mul(j, n),
+                                                                           r0)]),
+                                     align, mask])
             if rmax is not None:
                 builder.store(builder.call(maxnum_v, [builder.load(m), v]), m)
+            if sums64:
+                # (masked-off lanes: the zero pass-through, never stored)
+                v64 = v if fty == _F64 else builder.fpext(v, dvty)
+                builder.store(builder.fadd(builder.load(s), v64), s)
+                builder.store(builder.fadd(builder.load(a), builder.call(fabs64, [v64])), a)
         if rmax is not None:
             builder.call(store, [builder.load(m), builder.gep(rmax.data, [r0]), align, mask])
+        if sums64:
+            align64 = ir.Constant(i32, 8)
+            builder.call(store64, [builder.load(s), builder.gep(s64.data, [r0]), align64, mask])
+            builder.call(store64, [builder.load(a), builder.gep(a64.data, [r0]), align64, mask])
     return context.get_dummy_value()
 
 
@@ -581,3 +608,26 @@ def transpose_rows_max(typingctx, src, dst, rmax, ahead, n_rows, c):
     row ``x`` (the row maximum, NaN entries skipped: see :func:`maxnum`) from the gathered
     vectors while they are in registers. The caller guarantees ``rmax.size ≥ R`` too."""
     return _transpose_typer((src, dst, rmax, ahead), n_rows, c), _transpose_codegen
+
+
+@intrinsic
+def row_sums64(typingctx, src, s64, a64, ahead, n_rows, c):
+    """``s64[r] = ((0 + x_0) + x_1) + … + x_{c−1}`` and ``a64[r]`` likewise of ``|x_j|``, in
+    float64 (each entry converted exactly, then added class by class in this fixed order: no
+    reassociation), of each of the ``R = n_rows`` rows ``x`` of ``c`` elements of the flat
+    array ``src``, from the gathers of :func:`transpose_rows` with the sums kept in
+    registers: nothing transposed is written, no scratch is read back. ``ahead`` is
+    prefetched as there. The caller guarantees ``src.size ≥ R·c``, ``s64.size ≥ R``,
+    ``a64.size ≥ R`` (both float64) and ``c·esize·16 < 2^31``."""
+    ok = (all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
+              for t in (src, s64, a64, ahead))
+          and isinstance(src.dtype, types.Float) and ahead.dtype == src.dtype
+          and s64.dtype == types.float64 and a64.dtype == types.float64
+          and isinstance(n_rows, types.Integer) and isinstance(c, types.Integer))
+    if not ok:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _transpose_codegen(context, builder, signature, args, sums64=True)
+
+    return types.none(src, s64, a64, ahead, n_rows, c), codegen

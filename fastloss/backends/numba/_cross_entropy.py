@@ -521,12 +521,7 @@ def _lanes_block_losses(xs, ts, xn, tn, n_rows, c, soft, lab, wts, has_w, kappa,
             regular[r] = regular[r] if lab[r] != ignore_index else zero
         for r in range(n_rows):
             ry[r] = cast_like(np.float64(lab[r]), one)  # (in [0, C) for a regular row)
-    if has_w:
-        for r in range(n_rows):
-            wr[r] = wts[r]
-    else:
-        for r in range(n_rows):
-            wr[r] = 1.0
+    _block_weights(wr, wts, has_w, n_rows)
     if soft or prm[_EPSC] != zero:
         for j in range(c):
             kj = kappa[j]
@@ -554,23 +549,12 @@ def _lanes_block_losses(xs, ts, xn, tn, n_rows, c, soft, lab, wts, has_w, kappa,
             cy = (prm[_OM] + prm[_EPSC]) * kappa[_u(y)]
             rw[r] = cy
             rd[r] = _times(cy, xs[_u(r * c + y)] - rm[r])
-    acc = 0.0
-    left = 0
     for r in range(n_rows):
         w = wr[r]
         big_w = np.float64(rw[r])
         s64 = np.float64(rs[r])
         wl[r] = w * (big_w * log(s64) - np.float64(rd[r]))
-    for r in range(n_rows):
-        ok = regular[r] != zero
-        # (a loop that only reads: its lane-wise order is fixed by n_rows, see acc_add)
-        acc = acc_add(acc, wl[r] if ok else 0.0)
-        left += 0 if ok else 1
-    if has_loss:
-        for r in range(n_rows):
-            if regular[r] != zero:
-                lout[r] = wl[r]
-    return acc, left
+    return _sum_regular_rows(wl, regular, n_rows, lout, has_loss)
 
 
 @njit(**OUT_OF_LINE)
@@ -583,7 +567,6 @@ def _lanes_block_gradient(gs, n_rows, c, soft, kappa, prm, scale, xt, tt, rt, r6
     row path (``left`` of them) are not touched: they are final already."""
     prefer_wide_vectors()
     one = cast_like(1.0, prm[_OM])
-    zero = cast_like(0.0, one)
     rs = rt[_RS]
     rw = rt[_RW]
     ra = rt[_RA]
@@ -602,6 +585,43 @@ def _lanes_block_gradient(gs, n_rows, c, soft, kappa, prm, scale, xt, tt, rt, r6
             k = _u(j * n_rows + r)
             cj = _lane_coefficient(soft, jf, ry[r], kj, tt[k], prm)
             xt[k] = ra[r] * xt[k] - rb[r] * cj
+    _write_rows(gs, buf, xt, regular, n_rows, c, left, stream)
+
+
+@helper
+def _block_weights(wr, wts, has_w, n_rows):
+    """The sample weights of a small-C block's rows into ``wr`` (float64; 1 without)."""
+    if has_w:
+        for r in range(n_rows):
+            wr[r] = wts[r]
+    else:
+        for r in range(n_rows):
+            wr[r] = 1.0
+
+
+@helper
+def _sum_regular_rows(wl, regular, n_rows, lout, has_loss):
+    """``(Σ wl`` over the regular rows of a small-C block, the number of rows left to the row
+    path``)``; writes the regular rows' ``wl`` to ``lout`` (if ``has_loss``)."""
+    acc = 0.0
+    left = 0
+    for r in range(n_rows):
+        ok = regular[r] != 0
+        # (a loop that only reads: its lane-wise order is fixed by n_rows, see acc_add)
+        acc = acc_add(acc, wl[r] if ok else 0.0)
+        left += 0 if ok else 1
+    if has_loss:
+        for r in range(n_rows):
+            if regular[r] != 0:
+                lout[r] = wl[r]
+    return acc, left
+
+
+@helper
+def _write_rows(gs, buf, xt, regular, n_rows, c, left, stream):
+    """Write a small-C block's gradient, formed class-major in ``xt``, row-major into ``gs``
+    or (``stream``) into ``buf`` and stream it out: every row (``left == 0``) or only the
+    regular ones (the others are the row path's)."""
     dst = buf if stream else gs
     if left == 0:
         for r in range(n_rows):
@@ -609,7 +629,7 @@ def _lanes_block_gradient(gs, n_rows, c, soft, kappa, prm, scale, xt, tt, rt, r6
                 dst[_u(r * c + j)] = xt[_u(j * n_rows + r)]
     else:
         for r in range(n_rows):
-            if regular[r] != zero:
+            if regular[r] != 0:
                 for j in range(c):
                     dst[_u(r * c + j)] = xt[_u(j * n_rows + r)]
     if stream:
@@ -675,12 +695,7 @@ def _prob_block_losses(xs, xn, n_rows, c, lab, wts, has_w, kappa, prm, ignore_in
     s64 = r64[2]
     a64 = r64[3]
     row_sums64(xs, s64, a64, xn, n_rows, c)
-    if has_w:
-        for r in range(n_rows):
-            wr[r] = wts[r]
-    else:
-        for r in range(n_rows):
-            wr[r] = 1.0
+    _block_weights(wr, wts, has_w, n_rows)
     # the labels' entries and coefficients gathered first, so that the loop with the
     # arithmetic reads contiguous rows only (as one loop, it stayed scalar)
     xy = rt[_RY]
@@ -701,17 +716,7 @@ def _prob_block_losses(xs, xn, n_rows, c, lab, wts, has_w, kappa, prm, ignore_in
         # same block sum)
         ok = (regular[r] != zero) & _regular(total, a64[r]) & (dot64 != 0.0)
         regular[r] = one if ok else zero
-    acc = 0.0
-    left = 0
-    for r in range(n_rows):
-        ok = regular[r] != zero
-        acc = acc_add(acc, wl[r] if ok else 0.0)
-        left += 0 if ok else 1
-    if has_loss:
-        for r in range(n_rows):
-            if regular[r] != zero:
-                lout[r] = wl[r]
-    return acc, left
+    return _sum_regular_rows(wl, regular, n_rows, lout, has_loss)
 
 
 @njit(**OUT_OF_LINE)
@@ -788,12 +793,7 @@ def _dense_prob_block(xs, ts, xn, tn, n_rows, c, wts, has_w, kappa, prm, xt, tt,
             _, term, gj = _class_terms(xt[k], tot[r], cj, lo, hi, zero)
             lsum[r] = lsum[r] + np.float64(term)
             tt[k] = gj
-    if has_w:
-        for r in range(n_rows):
-            wr[r] = wts[r]
-    else:
-        for r in range(n_rows):
-            wr[r] = 1.0
+    _block_weights(wr, wts, has_w, n_rows)
     for r in range(n_rows):
         lsum[r] = wr[r] * -lsum[r]
     acc = 0.0
@@ -817,12 +817,7 @@ def _dense_prob_block(xs, ts, xn, tn, n_rows, c, wts, has_w, kappa, prm, xt, tt,
             for r in range(n_rows):
                 k = _u(j * n_rows + r)
                 xt[k] = (tt[k] - dot[r]) * ra[r]
-        dst = buf if stream else gs
-        for r in range(n_rows):
-            for j in range(c):
-                dst[_u(r * c + j)] = xt[_u(j * n_rows + r)]
-        if stream:
-            _stream_out(gs, buf[:n_rows * c])
+        _write_rows(gs, buf, xt, rt[_REGULAR], n_rows, c, 0, stream)
     return acc
 
 

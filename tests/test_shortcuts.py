@@ -435,6 +435,38 @@ def test_a_bad_label_is_named_and_an_in_place_y_pred_left_untouched(
     np.testing.assert_array_equal(x, before)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c", [3, 10, 64, 300], ids=lambda c: f"C={c}")
+@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probabilities"])
+@pytest.mark.parametrize("bad_label", [-1, "C", 2**62, -(2**63)], ids=str)
+def test_a_bad_label_found_by_the_kernel_is_named(shortcuts, b, dtype, c, from_logits, bad_label):
+    """Without ``ignore_index`` a call that writes nothing of the caller's (value only, or
+    a new gradient) may leave the label check to the kernel (the Cython shortcut does): every
+    kernel path (small and large C, logits and probabilities, one and several blocks and
+    threads) must notice a bad label anywhere, read nothing out of bounds for it, and the
+    call must end in the general path's error."""
+    bad = c if bad_label == "C" else bad_label
+    n = 1000
+    rng = np.random.default_rng(2)
+    x = rng.random((n, c)).astype(dtype) + dtype(0.01)
+    if from_logits:
+        x = np.log(x)
+    frozen = x.copy()
+    for at in (0, 137, n - 1):
+        y = rng.integers(0, c, n)
+        y[at] = bad
+        options = {"from_logits": from_logits, "backend": b, "n_threads": 2 if at == 137 else 1}
+        loss = fastloss.SparseCategoricalCrossEntropy(**options)
+        per_sample = fastloss.SparseCategoricalCrossEntropy(reduction="none", **options)
+        message = rf"label {bad} at index \({at},\).*\[0, {c}\)"
+        for call in (loss, loss.value_and_grad, per_sample):
+            shortcuts.calls.clear()
+            with pytest.raises(ValueError, match=message):
+                call(y, x)
+            assert shortcuts.calls == [False]
+    np.testing.assert_array_equal(x, frozen)
+
+
 def test_which_backends_have_shortcuts():
     for name in fastloss.available_backends():
         module = get_backend(name)

@@ -99,6 +99,7 @@ cdef struct CEParams:
     Py_ssize_t rows_per_block
     const long long* labels   # Sparse: (n,) int64
     long long ignore_index
+    bint ignoring             # whether a label equal to ignore_index is left out
     const double* weight      # (n,) or NULL
     double smoothing
     double kappa_sum          # Σ_j κ_j
@@ -108,10 +109,11 @@ cdef struct CEParams:
 
 
 cdef inline bint skipped(const CEParams* a, Py_ssize_t i, char* bad) noexcept nogil:
-    """Whether sparse row i is left out: ignored, or (defensively; the Python layer checks
-    first) a label outside [0, C), which also sets ``bad[0]`` so the call raises."""
+    """Whether sparse row i is left out: ignored, or a label outside [0, C), which also sets
+    ``bad[0]`` so that the call raises. (Every kernel checks every label it reads: the
+    shortcut leaves the check to them where a bad call writes nothing of the caller's.)"""
     cdef long long y = a.labels[i]
-    if y == a.ignore_index:
+    if a.ignoring and y == a.ignore_index:
         return True
     if y < 0 or y >= a.C:
         bad[0] = 1
@@ -390,6 +392,7 @@ cdef inline double ce_logits_small_block(
     cdef const floating* tcol
     cdef floating v, m, kj, e
     cdef long long y, ignore = a.ignore_index
+    cdef bint ignoring = a.ignoring, counted
     cdef int jl
     cdef Py_ssize_t next_rows
     cdef Prefetcher pf, pft
@@ -430,12 +433,13 @@ cdef inline double ce_logits_small_block(
             zsum[r] = wsum[r] = 0
     else:
         # The label, or -1 for a skipped row; a label outside [0, C) other than
-        # ignore_index (defensive: the Python layer checks first) makes the call raise.
+        # ignore_index makes the call raise (see skipped).
         for r in range(R):
             y = a.labels[r0 + r]
             valid = (y >= 0) & (y < C)
-            invalid |= (y != ignore) & (valid == 0)
-            lab[r] = <int>y if (y != ignore) & valid else -1
+            counted = (y != ignore) | (ignoring == 0)
+            invalid |= counted & (valid == 0)
+            lab[r] = <int>y if counted & valid else -1
         if invalid:
             bad[0] = 1
 

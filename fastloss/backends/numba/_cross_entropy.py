@@ -84,7 +84,7 @@ from ._intrinsics import (
     transpose_rows_max,
 )
 from ._math import exp_nonpositive, log
-from ._runtime import CACHE, SOURCE_STAMP, _frozen, read_only, run, threads_for
+from ._runtime import CACHE, SOURCE_STAMP, _frozen, ones, read_only, run, scalars, threads_for
 
 __all__ = ["KERNEL", "cross_entropy", "kernel_signatures", "rows_per_block"]
 
@@ -995,10 +995,12 @@ def _make_kernel():
         rows64 = np.empty((n_threads, 4, rl if small else 1))
         xf = x.reshape(n * c)
         tf = target.reshape(target.size)
-        if nblocks == 1:  # one block of work: no parallel region (see _runtime.run)
-            sums[0] = _one_block(0, from_logits, sparse, x, g, xf, gf, tf, labels, target, weight,
-                                 kappa, lout, prm, scale, ignore_index, has_w, has_loss, smooth,
-                                 want_grad, stream, scratch, rows, rows64, rb, rl, c, n, small)
+        if n_threads == 1:  # the serial branch: no parallel region (see _runtime.run)
+            for b in range(nblocks):
+                sums[b] = _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target,
+                                     weight, kappa, lout, prm, scale, ignore_index, has_w,
+                                     has_loss, smooth, want_grad, stream, scratch, rows, rows64,
+                                     rb, rl, c, n, small)
         else:
             for b in prange(nblocks):
                 sums[b] = _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target,
@@ -1025,15 +1027,14 @@ def _arguments(job: CrossEntropyJob) -> tuple:
     x = job.pred
     n, c = x.shape
     dtype = x.dtype
-    ftype = dtype.type
     eps = job.smoothing
-    prm = (ftype(1.0 - eps), ftype(eps / c), ftype(job.clip_lo), ftype(job.clip_hi))
-    kappa = (np.ones(c, dtype) if job.class_weight is None
-             else job.class_weight.astype(dtype))
+    prm = scalars(dtype, (1.0 - eps, eps / c, job.clip_lo, job.clip_hi))
+    kappa = (ones(c, dtype) if job.class_weight is None
+             else _frozen(job.class_weight.astype(dtype)))
     g = job.grad_out
     want_grad = g is not None
-    in_place = want_grad and (
-        g is x or g.__array_interface__["data"][0] == x.__array_interface__["data"][0])
+    # (by the contract, a gradient that shares memory with x is x: in place)
+    in_place = want_grad and (g is x or np.may_share_memory(g, x))
     sparse = job.labels is not None
     return (
         bool(job.from_logits),
@@ -1044,7 +1045,7 @@ def _arguments(job: CrossEntropyJob) -> tuple:
         read_only(job.labels) if sparse else _NO_LABELS,
         _NO_TARGET[dtype] if sparse else read_only(job.target),
         read_only(job.weight) if job.weight is not None else _NO_WEIGHT,
-        _frozen(kappa),
+        kappa,
         _NO_LOSS[dtype] if job.loss_out is None else job.loss_out,
         prm,
         float(job.scale),
@@ -1058,9 +1059,11 @@ def _arguments(job: CrossEntropyJob) -> tuple:
 
 
 def cross_entropy(job: CrossEntropyJob) -> float:
-    """Run one :class:`~fastloss.backends._jobs.CrossEntropyJob` (see the contract)."""
+    """Run one :class:`~fastloss.backends._jobs.CrossEntropyJob` (see the contract); a call
+    of one block runs on the calling thread (the kernel's serial branch)."""
     n, c = job.pred.shape
-    return run(KERNEL, _arguments(job), threads_for(job.n_threads, n * c), n > rows_per_block(c))
+    return run(KERNEL, _arguments(job),
+               threads_for(job.n_threads, n * c) if n > rows_per_block(c) else 1)
 
 
 def kernel_signatures():

@@ -1186,6 +1186,132 @@ def test_numba_thread_count_is_restored():
     assert numba.get_num_threads() == before
 
 
+def _outputs(job, value):
+    """A call's value, gradient and per-sample losses as exact bits."""
+    return [np.float64(value).tobytes()] + [
+        None if a is None else a.tobytes() for a in (job.grad_out, job.loss_out)]
+
+
+@pytest.mark.skipif(_runtime._pool_size < 2, reason="a pool of one thread has no parallel path")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_serial_branch_gives_the_bits_of_the_parallel_one(dtype, monkeypatch, rng):
+    """A call on one thread (n_threads=1, or below SERIAL_WORK) runs the kernels' serial
+    branch over the same blocks: bitwise what the prange branch gives, for several blocks
+    with a remainder, every mode, in place too, and NaN/inf rows and ignored labels."""
+    n = 3 * _elementwise.BLOCK + 17
+    for kind, opts in zip(ELEMENTWISE_KINDS, ELEMENTWISE_OPTIONS * 2, strict=False):
+        p, t = _elementwise_case(kind, dtype, n, rng)
+        for mode in ("grad", "inplace", "value"):
+            make = _elementwise_job_factory(kind, p, t, opts, np.random.default_rng(1), mode,
+                                            loss_out=True)
+            results = []
+            for n_threads in (1, 2):
+                job = make()
+                job.n_threads = n_threads
+                results.append(_outputs(job, nb.elementwise(job)))
+            assert results[0] == results[1], (kind, mode)
+    # below SERIAL_WORK (serial by the threshold) but more than one block: the same bits as
+    # the same call forced onto two threads
+    m = _elementwise.BLOCK + 100
+    assert m < _runtime.SERIAL_WORK
+    p, t = _elementwise_case("bce_logits", dtype, m, rng)
+    make = _elementwise_job_factory("bce_logits", p, t, ELEMENTWISE_OPTIONS[1],
+                                    np.random.default_rng(1), "grad", loss_out=True)
+    job = make()
+    serial = _outputs(job, nb.elementwise(job))
+    monkeypatch.setattr(_runtime, "SERIAL_WORK", 0)
+    job = make()
+    assert _outputs(job, nb.elementwise(job)) == serial
+    monkeypatch.undo()
+    # cross-entropy: small C (lanes path) and large C (row path), several blocks each
+    for (n, c), opts in (((5_003, 10), CE_OPTIONS[3]), ((5_003, 10), CE_OPTIONS[0]),
+                         ((40, 1_000), CE_OPTIONS[1]), ((45, 1_000), CE_OPTIONS[2])):
+        assert n > _cross_entropy.rows_per_block(c)
+        for from_logits in (True, False):
+            for sparse in (True, False):
+                if not sparse and "ignore_index" in opts:
+                    continue
+                x, labels, target, args, kw = _ce_case(from_logits, sparse, dtype, n, c, rng,
+                                                       opts)
+                for mode in ("grad", "inplace", "value"):
+                    make = _ce_job_factory(from_logits, sparse, x, labels, target, args, kw,
+                                           mode)
+                    results = []
+                    for n_threads in (1, 2):
+                        job = make()
+                        job.n_threads = n_threads
+                        results.append(_outputs(job, nb.cross_entropy(job)))
+                    assert results[0] == results[1], (n, c, from_logits, sparse, mode)
+
+
+def test_calls_on_one_thread_leave_numba_thread_count_alone(monkeypatch):
+    """A serial call (one block, below SERIAL_WORK, or n_threads=1 on a large input) neither
+    reads nor sets Numba's thread count; a parallel call restores it."""
+    def forbidden(*args):
+        raise AssertionError("the thread count was touched")
+
+    x = np.ones(10 * _runtime.SERIAL_WORK, np.float32)
+    logits = np.ones((5 * _cross_entropy.rows_per_block(10), 10), np.float32)
+    labels = np.zeros(logits.shape[0], np.int64)
+    with monkeypatch.context() as m:
+        m.setattr(_runtime, "_get_num_threads", forbidden)
+        m.setattr(_runtime, "_set_num_threads", forbidden)
+        for n_threads in (1, 2):
+            assert nb.elementwise(ElementwiseJob(kind="squared", pred=x[:100], target=x[:100],
+                                                 n_threads=n_threads)) == 0.0
+            assert nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=logits[:64],
+                                                    labels=labels[:64],
+                                                    n_threads=n_threads)) > 0.0
+        assert nb.elementwise(ElementwiseJob(kind="squared", pred=x, target=0 * x,
+                                             grad_out=np.empty_like(x), n_threads=1)) == x.size
+        assert nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=logits, labels=labels,
+                                                grad_out=np.empty_like(logits),
+                                                n_threads=1)) > 0.0
+    if _runtime._pool_size >= 2:
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            nb.elementwise(ElementwiseJob(kind="squared", pred=x, target=x, n_threads=2))
+            nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=logits, labels=labels,
+                                             n_threads=2))
+            assert numba.get_num_threads() == 1
+        finally:
+            numba.set_num_threads(before)
+
+
+def test_compiled_label_check_matches_numpy(rng):
+    """The sparse shortcut's compiled label check gives what the NumPy one gives: the kept
+    count, or -1 for a label outside [0, C) that is not ignored (read-only labels too)."""
+    from fastloss.backends._shortcut import count_kept
+    from fastloss.backends.numba import _labels
+
+    big = np.iinfo(np.int64)
+    cases = [np.arange(10), np.array([big.min, 3]),
+             np.array([3, big.max]), np.array([-1, 0, 9]), np.array([0, 10, 1])]
+    for _ in range(30):
+        y = rng.integers(-3, 13, rng.integers(1, 200))
+        cases.append(y)
+        cases.append(np.clip(y, 0, 9))
+    frozen = np.arange(10)
+    frozen.flags.writeable = False
+    cases.append(frozen)
+    for y in cases:
+        for ignore in (None, -1, -100, 3, 10, big.min, big.max):
+            expected = count_kept(y, 10, ignore)
+            assert _labels.count_kept(y, 10, ignore) == expected, (y, ignore)
+    assert len(_labels.COUNT_LABELS.signatures) == 1  # read-only and writable alike
+
+
+def test_memoised_constants_keep_signed_zeros_apart():
+    f32 = np.dtype(np.float32)
+    plus, minus = _runtime.scalars(f32, (1.0, 0.0)), _runtime.scalars(f32, (1.0, -0.0))
+    assert not np.signbit(plus[1]) and np.signbit(minus[1])
+    assert all(type(v) is np.float32 for v in plus + minus)
+    assert _runtime.scalars(f32, (1.0, 0.0)) is plus  # memoised
+    ones = _runtime.ones(7, f32)
+    assert ones.dtype == f32 and not ones.flags.writeable and np.all(ones == 1)
+
+
 def test_warmup_readies_every_kernel():
     assert nb.warmup(processes=1) == 5  # two kernels, float32 and float64; the label check
     for kernel in (_elementwise.KERNEL, _cross_entropy.KERNEL):

@@ -83,9 +83,12 @@ def job_shortcuts(
     elementwise: Callable[[ElementwiseJob], float],
     cross_entropy: Callable[[CrossEntropyJob], float],
     kept_labels: Callable[[np.ndarray, int, int | None], int] = count_kept,
+    labels_input: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[Shortcut, Shortcut]:
     """``(elementwise_shortcut, cross_entropy_shortcut)`` running the given job entries;
-    ``kept_labels`` is :func:`count_kept` or a faster equivalent of the backend's."""
+    ``kept_labels`` is :func:`count_kept` or a faster equivalent of the backend's, and
+    ``labels_input`` (optional) turns the user's labels into what both it and the job take
+    (a view made once per call rather than once per use)."""
 
     def elementwise_shortcut(
         y_true,
@@ -165,10 +168,10 @@ def job_shortcuts(
         if sparse:
             if not _plain(y_true, _I64) or y_true.shape != (n,):
                 return None
-            kept = kept_labels(y_true, c, ignore_index)
+            labels = y_true if labels_input is None else labels_input(y_true)
+            kept = kept_labels(labels, c, ignore_index)
             if kept <= 0:  # a bad label (the general path names it), or everything ignored
                 return None
-            labels = y_true
         else:
             if not _plain(y_true, dtype) or y_true.shape != y_pred.shape:
                 return None

@@ -38,8 +38,10 @@ name = "numba"
 
 # The shortcuts of fastloss.backends._jobs, as Python checks around the job entries: a
 # canonical training-loop call skips the general path's validation and canonicalisation.
-elementwise_shortcut, cross_entropy_shortcut = job_shortcuts(elementwise, cross_entropy,
-                                                             _labels.count_kept)
+# (the labels, as a read-only view made once, go to the label check and to the kernel)
+elementwise_shortcut, cross_entropy_shortcut = job_shortcuts(
+    elementwise, cross_entropy, _labels.count_kept, _runtime.read_only
+)
 
 __all__ = [
     "FastlossNumbaWarning",

@@ -1067,6 +1067,19 @@ def test_first_call_does_not_import_scipy():
     )
 
 
+def test_first_public_sparse_call_does_not_import_scipy():
+    """The public sparse call checks its labels with a compiled loop before the kernel runs:
+    that first load readies Numba the same way (without SciPy)."""
+    proc = _run_script(
+        "import sys, numpy as np, fastloss\n"
+        "loss = fastloss.SparseCategoricalCrossEntropy(from_logits=True, backend='numba')\n"
+        "v, g = loss.value_and_grad(np.arange(4) % 3, np.zeros((4, 3), np.float32))\n"
+        "assert abs(v - np.log(3)) < 1e-6, v\n"
+        "print('scipy' in sys.modules)\n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["False"], proc.stdout
+
+
 def test_first_call_when_numba_needs_scipy():
     """A Numba whose registries cannot load without SciPy loads them with it."""
     pytest.importorskip("scipy.linalg")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import _runtime
 from ._runtime import CACHE, read_only
 
 __all__ = ["COUNT_LABELS", "count_kept", "kernel_signatures"]
@@ -35,6 +36,10 @@ def COUNT_LABELS(labels, n_classes, ignore_index, has_ignore):  # noqa: N802 (a 
 def count_kept(labels: np.ndarray, n_classes: int, ignore_index: int | None) -> int:
     """:func:`fastloss.backends._shortcut.count_kept` (same arguments and result), compiled:
     ``labels`` is a plain int64 1-D array, ``ignore_index`` None or an int64."""
+    if not _runtime._launched:
+        # this runs before the kernel's first call: ready Numba as that call would (its
+        # registries loaded without SciPy, see _runtime), not as Numba's own first load would
+        _runtime._launch()
     if ignore_index is None:
         return COUNT_LABELS(read_only(labels), n_classes, -1, False)
     return COUNT_LABELS(read_only(labels), n_classes, ignore_index, True)

@@ -1199,70 +1199,55 @@ def test_numba_thread_count_is_restored():
     assert numba.get_num_threads() == before
 
 
-def _outputs(job, value):
-    """A call's value, gradient and per-sample losses as exact bits."""
-    return [np.float64(value).tobytes()] + [
-        None if a is None else a.tobytes() for a in (job.grad_out, job.loss_out)]
+def _elementwise_blocks(kind, p, t, w, pw, dtype, n_threads=2):
+    """One call over ``p`` and, block by block, one call per kernel block: (value, gradient,
+    losses) of the call and (value summed in block order, gradients, losses) of the blocks."""
+    def call(sl):
+        m = p[sl].size
+        job = ElementwiseJob(kind=kind, pred=p[sl], target=t[sl], weight=w[sl],
+                             pos_weight=pw[sl], smoothing=0.1, scale=0.5,
+                             grad_out=np.full(m, np.nan, dtype),
+                             loss_out=np.full(m, np.nan, dtype), n_threads=n_threads)
+        return nb.elementwise(job), job.grad_out, job.loss_out
+
+    whole = call(slice(None))
+    block = _elementwise.BLOCK
+    parts = [call(slice(lo, lo + block)) for lo in range(0, p.size, block)]
+    total = 0.0
+    for v, _, _ in parts:
+        total += v
+    return whole, (total, np.concatenate([g for _, g, _ in parts]),
+                   np.concatenate([lo for _, _, lo in parts]))
 
 
-@pytest.mark.skipif(_runtime._pool_size < 2, reason="a pool of one thread has no parallel path")
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_serial_branch_gives_the_bits_of_the_parallel_one(dtype, monkeypatch, rng):
-    """A call on one thread (n_threads=1, or below SERIAL_WORK) runs the kernels' serial
-    branch over the same blocks: bitwise what the prange branch gives, for several blocks
-    with a remainder, every mode, in place too, and NaN/inf rows and ignored labels."""
-    n = 3 * _elementwise.BLOCK + 17
-    for kind, opts in zip(ELEMENTWISE_KINDS, ELEMENTWISE_OPTIONS * 2, strict=False):
-        p, t = _elementwise_case(kind, dtype, n, rng)
-        for mode in ("grad", "inplace", "value"):
-            make = _elementwise_job_factory(kind, p, t, opts, np.random.default_rng(1), mode,
-                                            loss_out=True)
-            results = []
+def test_serial_and_parallel_branches_give_the_bits_of_their_blocks(dtype, rng):
+    """An elementwise call of several blocks below SERIAL_WORK runs the kernel's serial
+    branch, a larger one the prange branch; both give, bitwise, the gradient and losses of
+    one-block calls on each block and the block values summed in block order (so the two
+    branches agree with each other), NaN/inf entries included."""
+    sizes = (_elementwise.BLOCK + 100, _runtime.SERIAL_WORK - 1, 3 * _elementwise.BLOCK + 17)
+    assert _elementwise.BLOCK < sizes[0] < sizes[1] < _runtime.SERIAL_WORK <= sizes[2]
+    for n in sizes:
+        for kind in ELEMENTWISE_KINDS:
+            p, t = _elementwise_case(kind, dtype, n, rng)
+            w, pw = rng.uniform(0.0, 2.0, n), rng.uniform(0.5, 3.0, n)
             for n_threads in (1, 2):
-                job = make()
-                job.n_threads = n_threads
-                results.append(_outputs(job, nb.elementwise(job)))
-            assert results[0] == results[1], (kind, mode)
-    # below SERIAL_WORK (serial by the threshold) but more than one block: the same bits as
-    # the same call forced onto two threads
-    m = _elementwise.BLOCK + 100
-    assert m < _runtime.SERIAL_WORK
-    p, t = _elementwise_case("bce_logits", dtype, m, rng)
-    make = _elementwise_job_factory("bce_logits", p, t, ELEMENTWISE_OPTIONS[1],
-                                    np.random.default_rng(1), "grad", loss_out=True)
-    job = make()
-    serial = _outputs(job, nb.elementwise(job))
-    monkeypatch.setattr(_runtime, "SERIAL_WORK", 0)
-    job = make()
-    assert _outputs(job, nb.elementwise(job)) == serial
-    monkeypatch.undo()
-    # cross-entropy: small C (lanes path) and large C (row path), several blocks each
-    for (n, c), opts in (((5_003, 10), CE_OPTIONS[3]), ((5_003, 10), CE_OPTIONS[0]),
-                         ((40, 1_000), CE_OPTIONS[1]), ((45, 1_000), CE_OPTIONS[2])):
-        assert n > _cross_entropy.rows_per_block(c)
-        for from_logits in (True, False):
-            for sparse in (True, False):
-                if not sparse and "ignore_index" in opts:
-                    continue
-                x, labels, target, args, kw = _ce_case(from_logits, sparse, dtype, n, c, rng,
-                                                       opts)
-                for mode in ("grad", "inplace", "value"):
-                    make = _ce_job_factory(from_logits, sparse, x, labels, target, args, kw,
-                                           mode)
-                    results = []
-                    for n_threads in (1, 2):
-                        job = make()
-                        job.n_threads = n_threads
-                        results.append(_outputs(job, nb.cross_entropy(job)))
-                    assert results[0] == results[1], (n, c, from_logits, sparse, mode)
+                (v, g, lo), (v_b, g_b, lo_b) = _elementwise_blocks(kind, p, t, w, pw, dtype,
+                                                                   n_threads)
+                np.testing.assert_array_equal(np.float64(v), np.float64(v_b))
+                assert g.tobytes() == g_b.tobytes() and lo.tobytes() == lo_b.tobytes(), kind
 
 
-def test_calls_on_one_thread_leave_numba_thread_count_alone(monkeypatch):
-    """A serial call (one block, below SERIAL_WORK, or n_threads=1 on a large input) neither
-    reads nor sets Numba's thread count; a parallel call restores it."""
+def test_serial_calls_leave_numba_thread_count_alone(monkeypatch):
+    """A call of one block, or an elementwise call below SERIAL_WORK (several blocks), runs
+    the serial branch: Numba's thread count is neither read nor set; a parallel call restores
+    it."""
     def forbidden(*args):
         raise AssertionError("the thread count was touched")
 
+    n = _runtime.SERIAL_WORK - 1
+    assert n > _elementwise.BLOCK
     x = np.ones(10 * _runtime.SERIAL_WORK, np.float32)
     logits = np.ones((5 * _cross_entropy.rows_per_block(10), 10), np.float32)
     labels = np.zeros(logits.shape[0], np.int64)
@@ -1270,16 +1255,14 @@ def test_calls_on_one_thread_leave_numba_thread_count_alone(monkeypatch):
         m.setattr(_runtime, "_get_num_threads", forbidden)
         m.setattr(_runtime, "_set_num_threads", forbidden)
         for n_threads in (1, 2):
-            assert nb.elementwise(ElementwiseJob(kind="squared", pred=x[:100], target=x[:100],
-                                                 n_threads=n_threads)) == 0.0
+            assert nb.elementwise(ElementwiseJob(kind="squared", pred=x[:100], target=0 * x[:100],
+                                                 n_threads=n_threads)) == 100.0
+            assert nb.elementwise(ElementwiseJob(kind="squared", pred=x[:n], target=0 * x[:n],
+                                                 grad_out=np.empty(n, np.float32),
+                                                 n_threads=n_threads)) == n
             assert nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=logits[:64],
                                                     labels=labels[:64],
                                                     n_threads=n_threads)) > 0.0
-        assert nb.elementwise(ElementwiseJob(kind="squared", pred=x, target=0 * x,
-                                             grad_out=np.empty_like(x), n_threads=1)) == x.size
-        assert nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=logits, labels=labels,
-                                                grad_out=np.empty_like(logits),
-                                                n_threads=1)) > 0.0
     if _runtime._pool_size >= 2:
         before = numba.get_num_threads()
         numba.set_num_threads(1)

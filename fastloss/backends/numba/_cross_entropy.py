@@ -995,12 +995,10 @@ def _make_kernel():
         rows64 = np.empty((n_threads, 4, rl if small else 1))
         xf = x.reshape(n * c)
         tf = target.reshape(target.size)
-        if n_threads == 1:  # the serial branch: no parallel region (see _runtime.run)
-            for b in range(nblocks):
-                sums[b] = _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target,
-                                     weight, kappa, lout, prm, scale, ignore_index, has_w,
-                                     has_loss, smooth, want_grad, stream, scratch, rows, rows64,
-                                     rb, rl, c, n, small)
+        if nblocks == 1:  # one block of work: no parallel region (see _runtime.run)
+            sums[0] = _one_block(0, from_logits, sparse, x, g, xf, gf, tf, labels, target, weight,
+                                 kappa, lout, prm, scale, ignore_index, has_w, has_loss, smooth,
+                                 want_grad, stream, scratch, rows, rows64, rb, rl, c, n, small)
         else:
             for b in prange(nblocks):
                 sums[b] = _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target,
@@ -1059,11 +1057,9 @@ def _arguments(job: CrossEntropyJob) -> tuple:
 
 
 def cross_entropy(job: CrossEntropyJob) -> float:
-    """Run one :class:`~fastloss.backends._jobs.CrossEntropyJob` (see the contract); a call
-    of one block runs on the calling thread (the kernel's serial branch)."""
+    """Run one :class:`~fastloss.backends._jobs.CrossEntropyJob` (see the contract)."""
     n, c = job.pred.shape
-    return run(KERNEL, _arguments(job),
-               threads_for(job.n_threads, n * c) if n > rows_per_block(c) else 1)
+    return run(KERNEL, _arguments(job), threads_for(job.n_threads, n * c), n > rows_per_block(c))
 
 
 def kernel_signatures():

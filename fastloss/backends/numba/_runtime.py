@@ -13,9 +13,9 @@ Threads
     :func:`run` sets Numba's thread count for the calling thread to the job's ``n_threads``
     (clamped to Numba's pool size and to a ``threadpoolctl`` limit — a controller for Numba's
     pool is registered with threadpoolctl when it is installed — and to 1 below
-    :data:`SERIAL_WORK`) and restores the previous value afterwards; a call on one thread (a
-    single block of work, a small call, or ``n_threads=1``) runs the kernel's serial branch,
-    without a parallel region, and leaves the count alone. The count is
+    :data:`SERIAL_WORK`) and restores the previous value afterwards; a call with a single
+    block of work, or an elementwise call below :data:`SERIAL_WORK`, runs the kernel's serial
+    branch, without a parallel region, and leaves the count alone. The count is
     Numba's per-thread mask, so calls from several Python threads at once do not disturb each
     other. Numba's ``omp`` layer sets the OpenMP thread count of the thread that launches its
     pool to the pool size; the first :func:`run` launches the pool and restores the previous
@@ -235,21 +235,23 @@ def _launch() -> None:
         _launched = True
 
 
-def run(kernel: Callable[..., float], args: tuple[Any, ...], n_threads: int) -> float:
+def run(
+    kernel: Callable[..., float], args: tuple[Any, ...], n_threads: int, parallel: bool = True
+) -> float:
     """Call ``kernel(*args, n_threads)`` on ``n_threads`` Numba threads, then restore the
     previous count (kernels size their per-thread scratch by their last argument).
 
-    ``n_threads == 1`` (one block of work, a small call, or the caller's choice) runs the
-    kernel's serial branch on the calling thread: no parallel region is entered, so Numba's
-    thread count is neither read nor switched (switching it and back costs more than a whole
-    small call, ~7 µs, because OpenMP resizes its team) and the pool is not woken."""
+    ``parallel=False`` says the call has a single block of work, which the kernels run
+    without a parallel region: the thread count is then left alone (switching it and back
+    costs more than the whole call, ~7 µs, because OpenMP resizes its team)."""
     if not _launched:
         _launch()
-    if n_threads == 1:
+    if not parallel:
+        n_threads = 1
         if _call_lock is None:
-            return kernel(*args, 1)
+            return kernel(*args, n_threads)
         with _call_lock:
-            return kernel(*args, 1)
+            return kernel(*args, n_threads)
     # Numba's thread count is per calling thread (a thread-local mask), so concurrent calls
     # from several Python threads do not disturb each other.
     previous = _get_num_threads()

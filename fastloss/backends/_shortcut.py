@@ -17,7 +17,7 @@ import numpy as np
 
 from ._jobs import CrossEntropyJob, ElementwiseJob
 
-__all__ = ["job_shortcuts"]
+__all__ = ["count_kept", "job_shortcuts"]
 
 # Native-byte-order builtin dtypes are singletons, so ``is`` is an exact test.
 _F32, _F64, _I64 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)
@@ -68,7 +68,7 @@ def _divides(reduction: str) -> bool | None:
     return None
 
 
-def _kept(labels: np.ndarray, n_classes: int, ignore_index: int | None) -> int:
+def count_kept(labels: np.ndarray, n_classes: int, ignore_index: int | None) -> int:
     """How many labels are not ``ignore_index``, or -1 if any other lies outside
     ``[0, n_classes)`` (as unsigned, a negative label is huge)."""
     if ignore_index is None:
@@ -82,8 +82,13 @@ def _kept(labels: np.ndarray, n_classes: int, ignore_index: int | None) -> int:
 def job_shortcuts(
     elementwise: Callable[[ElementwiseJob], float],
     cross_entropy: Callable[[CrossEntropyJob], float],
+    kept_labels: Callable[[np.ndarray, int, int | None], int] = count_kept,
+    labels_input: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[Shortcut, Shortcut]:
-    """``(elementwise_shortcut, cross_entropy_shortcut)`` running the given job entries."""
+    """``(elementwise_shortcut, cross_entropy_shortcut)`` running the given job entries;
+    ``kept_labels`` is :func:`count_kept` or a faster equivalent of the backend's, and
+    ``labels_input`` (optional) turns the user's labels into what both it and the job take
+    (a view made once per call rather than once per use)."""
 
     def elementwise_shortcut(
         y_true,
@@ -163,10 +168,10 @@ def job_shortcuts(
         if sparse:
             if not _plain(y_true, _I64) or y_true.shape != (n,):
                 return None
-            kept = _kept(y_true, c, ignore_index)
+            labels = y_true if labels_input is None else labels_input(y_true)
+            kept = kept_labels(labels, c, ignore_index)
             if kept <= 0:  # a bad label (the general path names it), or everything ignored
                 return None
-            labels = y_true
         else:
             if not _plain(y_true, dtype) or y_true.shape != y_pred.shape:
                 return None

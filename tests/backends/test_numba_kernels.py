@@ -1067,6 +1067,19 @@ def test_first_call_does_not_import_scipy():
     )
 
 
+def test_first_public_sparse_call_does_not_import_scipy():
+    """The public sparse call checks its labels with a compiled loop before the kernel runs:
+    that first load readies Numba the same way (without SciPy)."""
+    proc = _run_script(
+        "import sys, numpy as np, fastloss\n"
+        "loss = fastloss.SparseCategoricalCrossEntropy(from_logits=True, backend='numba')\n"
+        "v, g = loss.value_and_grad(np.arange(4) % 3, np.zeros((4, 3), np.float32))\n"
+        "assert abs(v - np.log(3)) < 1e-6, v\n"
+        "print('scipy' in sys.modules)\n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["False"], proc.stdout
+
+
 def test_first_call_when_numba_needs_scipy():
     """A Numba whose registries cannot load without SciPy loads them with it."""
     pytest.importorskip("scipy.linalg")
@@ -1186,8 +1199,117 @@ def test_numba_thread_count_is_restored():
     assert numba.get_num_threads() == before
 
 
+def _elementwise_blocks(kind, p, t, w, pw, dtype, n_threads=2):
+    """One call over ``p`` and, block by block, one call per kernel block: (value, gradient,
+    losses) of the call and (value summed in block order, gradients, losses) of the blocks."""
+    def call(sl):
+        m = p[sl].size
+        job = ElementwiseJob(kind=kind, pred=p[sl], target=t[sl], weight=w[sl],
+                             pos_weight=pw[sl], smoothing=0.1, scale=0.5,
+                             grad_out=np.full(m, np.nan, dtype),
+                             loss_out=np.full(m, np.nan, dtype), n_threads=n_threads)
+        return nb.elementwise(job), job.grad_out, job.loss_out
+
+    whole = call(slice(None))
+    block = _elementwise.BLOCK
+    parts = [call(slice(lo, lo + block)) for lo in range(0, p.size, block)]
+    total = 0.0
+    for v, _, _ in parts:
+        total += v
+    return whole, (total, np.concatenate([g for _, g, _ in parts]),
+                   np.concatenate([lo for _, _, lo in parts]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_serial_and_parallel_branches_give_the_bits_of_their_blocks(dtype, rng):
+    """An elementwise call of several blocks below SERIAL_WORK runs the kernel's serial
+    branch, a larger one the prange branch; both give, bitwise, the gradient and losses of
+    one-block calls on each block and the block values summed in block order (so the two
+    branches agree with each other), NaN/inf entries included."""
+    sizes = (_elementwise.BLOCK + 100, _runtime.SERIAL_WORK - 1, 3 * _elementwise.BLOCK + 17)
+    assert _elementwise.BLOCK < sizes[0] < sizes[1] < _runtime.SERIAL_WORK <= sizes[2]
+    for n in sizes:
+        for kind in ELEMENTWISE_KINDS:
+            p, t = _elementwise_case(kind, dtype, n, rng)
+            w, pw = rng.uniform(0.0, 2.0, n), rng.uniform(0.5, 3.0, n)
+            for n_threads in (1, 2):
+                (v, g, lo), (v_b, g_b, lo_b) = _elementwise_blocks(kind, p, t, w, pw, dtype,
+                                                                   n_threads)
+                np.testing.assert_array_equal(np.float64(v), np.float64(v_b))
+                assert g.tobytes() == g_b.tobytes() and lo.tobytes() == lo_b.tobytes(), kind
+
+
+def test_serial_calls_leave_numba_thread_count_alone(monkeypatch):
+    """A call of one block, or an elementwise call below SERIAL_WORK (several blocks), runs
+    the serial branch: Numba's thread count is neither read nor set; a parallel call restores
+    it."""
+    def forbidden(*args):
+        raise AssertionError("the thread count was touched")
+
+    n = _runtime.SERIAL_WORK - 1
+    assert n > _elementwise.BLOCK
+    x = np.ones(10 * _runtime.SERIAL_WORK, np.float32)
+    logits = np.ones((5 * _cross_entropy.rows_per_block(10), 10), np.float32)
+    labels = np.zeros(logits.shape[0], np.int64)
+    with monkeypatch.context() as m:
+        m.setattr(_runtime, "_get_num_threads", forbidden)
+        m.setattr(_runtime, "_set_num_threads", forbidden)
+        for n_threads in (1, 2):
+            assert nb.elementwise(ElementwiseJob(kind="squared", pred=x[:100], target=0 * x[:100],
+                                                 n_threads=n_threads)) == 100.0
+            assert nb.elementwise(ElementwiseJob(kind="squared", pred=x[:n], target=0 * x[:n],
+                                                 grad_out=np.empty(n, np.float32),
+                                                 n_threads=n_threads)) == n
+            assert nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=logits[:64],
+                                                    labels=labels[:64],
+                                                    n_threads=n_threads)) > 0.0
+    if _runtime._pool_size >= 2:
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            nb.elementwise(ElementwiseJob(kind="squared", pred=x, target=x, n_threads=2))
+            nb.cross_entropy(CrossEntropyJob(from_logits=True, pred=logits, labels=labels,
+                                             n_threads=2))
+            assert numba.get_num_threads() == 1
+        finally:
+            numba.set_num_threads(before)
+
+
+def test_compiled_label_check_matches_numpy(rng):
+    """The sparse shortcut's compiled label check gives what the NumPy one gives: the kept
+    count, or -1 for a label outside [0, C) that is not ignored (read-only labels too)."""
+    from fastloss.backends._shortcut import count_kept
+    from fastloss.backends.numba import _labels
+
+    big = np.iinfo(np.int64)
+    cases = [np.arange(10), np.array([big.min, 3]),
+             np.array([3, big.max]), np.array([-1, 0, 9]), np.array([0, 10, 1])]
+    for _ in range(30):
+        y = rng.integers(-3, 13, rng.integers(1, 200))
+        cases.append(y)
+        cases.append(np.clip(y, 0, 9))
+    frozen = np.arange(10)
+    frozen.flags.writeable = False
+    cases.append(frozen)
+    for y in cases:
+        for ignore in (None, -1, -100, 3, 10, big.min, big.max):
+            expected = count_kept(y, 10, ignore)
+            assert _labels.count_kept(y, 10, ignore) == expected, (y, ignore)
+    assert len(_labels.COUNT_LABELS.signatures) == 1  # read-only and writable alike
+
+
+def test_memoised_constants_keep_signed_zeros_apart():
+    f32 = np.dtype(np.float32)
+    plus, minus = _runtime.scalars(f32, (1.0, 0.0)), _runtime.scalars(f32, (1.0, -0.0))
+    assert not np.signbit(plus[1]) and np.signbit(minus[1])
+    assert all(type(v) is np.float32 for v in plus + minus)
+    assert _runtime.scalars(f32, (1.0, 0.0)) is plus  # memoised
+    ones = _runtime.ones(7, f32)
+    assert ones.dtype == f32 and not ones.flags.writeable and np.all(ones == 1)
+
+
 def test_warmup_readies_every_kernel():
-    assert nb.warmup(processes=1) == 4  # two kernels, float32 and float64
+    assert nb.warmup(processes=1) == 5  # two kernels, float32 and float64; the label check
     for kernel in (_elementwise.KERNEL, _cross_entropy.KERNEL):
         assert len(kernel.signatures) >= 2
 

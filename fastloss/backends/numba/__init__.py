@@ -5,14 +5,15 @@ Implements the backend contract of :mod:`fastloss.backends._jobs` (``name``,
 ``import fastloss`` never does; the registry imports it on first use. There are two parallel
 kernels (elementwise losses, cross-entropy), each compiled on first use for the float type
 of the call and cached on disk (see :mod:`._runtime` for the cache, thread and warning
-policy); :func:`warmup` compiles (or loads) all four signatures ahead of time. Numba is
+policy), and a serial loop that checks and counts sparse labels for the shortcut
+(:mod:`._labels`); :func:`warmup` compiles (or loads) all five signatures ahead of time. Numba is
 imported, and its compiler readied, without SciPy (:mod:`._startup`): with a warm cache a
 fresh process's first call, ``import fastloss`` included, takes about half a second.
 
 Files: :mod:`._math` (vectorisable ``exp``/``log``/``log1p``), :mod:`._intrinsics` (the few
 LLVM operations Numba does not spell), :mod:`._elementwise` (MSE, MAE, Huber, BCE),
-:mod:`._cross_entropy` (categorical and sparse categorical CE), :mod:`._runtime`,
-:mod:`._startup`.
+:mod:`._cross_entropy` (categorical and sparse categorical CE), :mod:`._labels`,
+:mod:`._runtime`, :mod:`._startup`.
 """
 
 from __future__ import annotations
@@ -25,18 +26,22 @@ from ._startup import import_numba, load_registries
 numba = import_numba()  # before any other module of this package imports it
 
 from .._shortcut import job_shortcuts  # noqa: E402
-from . import _runtime  # noqa: E402
+from . import _labels, _runtime  # noqa: E402
 from ._cross_entropy import cross_entropy  # noqa: E402
 from ._cross_entropy import kernel_signatures as _ce_signatures  # noqa: E402
 from ._elementwise import elementwise  # noqa: E402
 from ._elementwise import kernel_signatures as _elementwise_signatures  # noqa: E402
+from ._labels import kernel_signatures as _labels_signatures  # noqa: E402
 from ._runtime import FastlossNumbaWarning  # noqa: E402
 
 name = "numba"
 
 # The shortcuts of fastloss.backends._jobs, as Python checks around the job entries: a
 # canonical training-loop call skips the general path's validation and canonicalisation.
-elementwise_shortcut, cross_entropy_shortcut = job_shortcuts(elementwise, cross_entropy)
+# (the labels, as a read-only view made once, go to the label check and to the kernel)
+elementwise_shortcut, cross_entropy_shortcut = job_shortcuts(
+    elementwise, cross_entropy, _labels.count_kept, _runtime.read_only
+)
 
 __all__ = [
     "FastlossNumbaWarning",
@@ -50,7 +55,7 @@ __all__ = [
 
 
 def _signatures():
-    return [*_elementwise_signatures(), *_ce_signatures()]
+    return [*_elementwise_signatures(), *_ce_signatures(), *_labels_signatures()]
 
 
 def _compile_signature(index: int) -> float:
@@ -70,8 +75,8 @@ def warmup(verbose: bool = False, processes: int | None = None) -> int:
     cache it takes well under a second. When the cache is usable the signatures are compiled
     in up to ``processes`` worker processes (default: one per usable core, at most 4) and
     then loaded here, which divides the cold time by the core count; ``processes=1``
-    compiles in this process. Returns the number of signatures ready (4: two kernels, two
-    float types).
+    compiles in this process. Returns the number of signatures ready (5: two kernels, two
+    float types, and the sparse shortcut's label check).
 
     >>> import fastloss.backends.numba as nb
     >>> nb.warmup() > 0

@@ -84,7 +84,7 @@ from ._intrinsics import (
     transpose_rows_max,
 )
 from ._math import exp_nonpositive, log
-from ._runtime import CACHE, SOURCE_STAMP, _frozen, read_only, run, threads_for
+from ._runtime import CACHE, SOURCE_STAMP, _frozen, ones, read_only, run, scalars, threads_for
 
 __all__ = ["KERNEL", "cross_entropy", "kernel_signatures", "rows_per_block"]
 
@@ -1025,15 +1025,14 @@ def _arguments(job: CrossEntropyJob) -> tuple:
     x = job.pred
     n, c = x.shape
     dtype = x.dtype
-    ftype = dtype.type
     eps = job.smoothing
-    prm = (ftype(1.0 - eps), ftype(eps / c), ftype(job.clip_lo), ftype(job.clip_hi))
-    kappa = (np.ones(c, dtype) if job.class_weight is None
-             else job.class_weight.astype(dtype))
+    prm = scalars(dtype, (1.0 - eps, eps / c, job.clip_lo, job.clip_hi))
+    kappa = (ones(c, dtype) if job.class_weight is None
+             else _frozen(job.class_weight.astype(dtype)))
     g = job.grad_out
     want_grad = g is not None
-    in_place = want_grad and (
-        g is x or g.__array_interface__["data"][0] == x.__array_interface__["data"][0])
+    # (by the contract, a gradient that shares memory with x is x: in place)
+    in_place = want_grad and (g is x or np.may_share_memory(g, x))
     sparse = job.labels is not None
     return (
         bool(job.from_logits),
@@ -1044,7 +1043,7 @@ def _arguments(job: CrossEntropyJob) -> tuple:
         read_only(job.labels) if sparse else _NO_LABELS,
         _NO_TARGET[dtype] if sparse else read_only(job.target),
         read_only(job.weight) if job.weight is not None else _NO_WEIGHT,
-        _frozen(kappa),
+        kappa,
         _NO_LOSS[dtype] if job.loss_out is None else job.loss_out,
         prm,
         float(job.scale),

@@ -14,7 +14,8 @@ Threads
     (clamped to Numba's pool size and to a ``threadpoolctl`` limit — a controller for Numba's
     pool is registered with threadpoolctl when it is installed — and to 1 below
     :data:`SERIAL_WORK`) and restores the previous value afterwards; a call with a single
-    block of work runs without a parallel region and leaves the count alone. The count is
+    block of work, or an elementwise call below :data:`SERIAL_WORK`, runs the kernel's serial
+    branch, without a parallel region, and leaves the count alone. The count is
     Numba's per-thread mask, so calls from several Python threads at once do not disturb each
     other. Numba's ``omp`` layer sets the OpenMP thread count of the thread that launches its
     pool to the pool size; the first :func:`run` launches the pool and restores the previous
@@ -38,12 +39,14 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import struct
 import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numba
+import numpy as np
 
 from ._startup import load_registries
 
@@ -54,7 +57,9 @@ except ImportError:  # pragma: no cover - a Numba without them
 
 __all__ = [
     "CACHE",
+    "ones",
     "read_only",
+    "scalars",
     "SERIAL_WORK",
     "SOURCE_STAMP",
     "FastlossNumbaWarning",
@@ -121,9 +126,12 @@ def read_only(a):
 
     Numba types a read-only array differently from a writable one, so a kernel compiled for
     writable inputs would compile again (seconds) for a read-only or memory-mapped one. The
-    kernels therefore always receive their inputs as read-only views (0.4 µs each): one
-    signature per float type, whatever the caller's arrays.
+    kernels therefore always receive their inputs read-only (a view costs 0.4 µs; an array
+    that is read-only already is passed as it is): one signature per float type, whatever
+    the caller's arrays.
     """
+    if not a.flags.writeable:
+        return a  # (read-only already: typed the same)
     view = a.view()
     view.flags.writeable = False
     return view
@@ -132,6 +140,41 @@ def read_only(a):
 def _frozen(a):
     a.flags.writeable = False
     return a
+
+
+# Memos of the per-call constants below (keyed by the bits of their inputs, so that -0.0 and
+# 0.0 stay apart); cleared when full, so a long run with ever new options stays bounded.
+_MEMO_SIZE = 256
+_scalars_memo: dict[tuple, tuple] = {}
+_ones_memo: dict[tuple, np.ndarray] = {}
+_PACKERS = {k: struct.Struct(f"{k}d").pack for k in range(1, 9)}
+
+
+def scalars(dtype: np.dtype, values: tuple[float, ...]) -> tuple:
+    """``values`` (at most 8 floats) as a tuple of ``dtype`` scalars: a kernel's parameter
+    tuple. Memoised by dtype and the values' bits: converting four floats to NumPy scalars
+    costs about 1 µs, a good part of a small call."""
+    key = (dtype, _PACKERS[len(values)](*values))
+    hit = _scalars_memo.get(key)
+    if hit is None:
+        t = dtype.type
+        hit = tuple([t(v) for v in values])
+        if len(_scalars_memo) >= _MEMO_SIZE:
+            _scalars_memo.clear()
+        _scalars_memo[key] = hit
+    return hit
+
+
+def ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only array of ``n`` ones of ``dtype``, shared between calls (memoised)."""
+    key = (dtype, n)
+    hit = _ones_memo.get(key)
+    if hit is None:
+        hit = _frozen(np.ones(n, dtype))
+        if len(_ones_memo) >= _MEMO_SIZE:
+            _ones_memo.clear()
+        _ones_memo[key] = hit
+    return hit
 
 
 def threads_for(n_threads: int, work: int) -> int:

@@ -20,17 +20,25 @@ __all__ = ["COUNT_LABELS", "count_kept", "kernel_signatures"]
 
 @njit(cache=CACHE, nogil=True)
 def COUNT_LABELS(labels, n_classes, ignore_index, has_ignore):  # noqa: N802 (a kernel)
-    """How many labels are not ``ignore_index`` (when ``has_ignore``), or -1 as soon as a
-    label that is not ignored lies outside ``[0, n_classes)``."""
-    kept = 0
-    for i in range(labels.size):
-        y = labels[i]
-        if has_ignore and y == ignore_index:
-            continue
-        if y < 0 or y >= n_classes:
-            return -1
-        kept += 1
-    return kept
+    """How many labels are not ``ignore_index`` (when ``has_ignore``), or -1 if a label that
+    is not ignored lies outside ``[0, n_classes)`` (as unsigned, a negative label is huge).
+    No branch and no early exit, so that the loops vectorise: at 6553600 labels, 2.0 ms
+    (2.2 with ``ignore_index``) against 3.7 (4.9) for a loop that returned at the first bad
+    label, and 1.8 ms for NumPy's ``max`` alone (one run, one thread)."""
+    c = np.uint64(n_classes)
+    bad = 0
+    if has_ignore:
+        kept = 0
+        for i in range(labels.size):
+            y = labels[i]
+            counted = np.int64(y != ignore_index)
+            bad |= counted & np.int64(np.uint64(y) >= c)
+            kept += counted
+    else:
+        kept = labels.size
+        for i in range(labels.size):
+            bad |= np.int64(np.uint64(labels[i]) >= c)
+    return -1 if bad else kept
 
 
 def count_kept(labels: np.ndarray, n_classes: int, ignore_index: int | None) -> int:

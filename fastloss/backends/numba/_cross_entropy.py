@@ -40,7 +40,7 @@ probabilities
 
     One-hot targets (sparse labels without smoothing, ``lo > 0``) take a shortcut that
     gives the same bits. Call a row *regular* when ``S`` (in the float type) is finite and
-    nonzero and every ``q_j`` is finite (tested as ``fl(Σ|x_j|/|S|)`` finite, see
+    nonzero and every ``q_j`` is finite (tested as ``Σ|x_j| ≤ |S|·2^64``, see
     :func:`_regular`). Then every ``q̂_j`` lies in ``[lo, hi]`` with ``lo > 0``, so
     ``log q̂_j`` is finite, and a class with ``c_j = 0`` adds ``c_j·log q̂_j = ±0`` to the loss
     sum and ``g_j·q_j = ±0`` to ``Σ g·q``; adding ±0 to a sum that ends nonzero changes no
@@ -194,12 +194,16 @@ def _row_sums64(x):
 def _regular(total, abs_sum64):
     """Whether a probabilities row with sum ``total`` (``S`` in the input's float type) and
     ``Σ |x_j|`` ``abs_sum64`` (float64) is regular: ``S`` finite and nonzero and every
-    ``q_j = x_j/S`` finite. The last is tested as ``fl(Σ|x_j| / |S|)`` finite: a rounded sum
-    of nonnegative terms is at least each term and division rounds monotonically, so this
-    bounds every ``|q_j|`` (a sufficient test: a row it rejects is merely left to the
-    general loops). NaN anywhere: not regular."""
+    ``q_j = x_j/S`` finite. The last is tested as ``Σ|x_j| ≤ |S|·2^64``, compared in
+    float64 (the product is exact, or ``+inf`` only where ``|S| ≥ 2^960``): a rounded sum of
+    nonnegative terms is at least each term, so every ``|x_j|/|S| ≤ 2^64`` (or ``≤ 2^1024 /
+    2^960``), and ``q_j`` rounds to a finite number in either float type. A sufficient test:
+    a row it rejects (a ``q_j`` beyond ``2^64``) is merely left to the general loops. A
+    multiplication, not the division ``fl(Σ|x_j|/|S|)`` it replaced: a row's one test,
+    vectorised over a small-C block's rows, was one of its three divisions. NaN anywhere:
+    not regular."""
     s = abs(total)
-    return (total != 0) & (s < np.inf) & (cast_like(abs_sum64, total) / s < np.inf)
+    return (total != 0) & (s < np.inf) & (abs_sum64 <= np.float64(s) * 18446744073709551616.0)
 
 
 @helper
@@ -685,8 +689,6 @@ def _prob_block_losses(xs, xn, n_rows, c, lab, wts, has_w, kappa, prm, ignore_in
     prefer_wide_vectors()
     one = cast_like(1.0, prm[_OM])
     zero = cast_like(0.0, one)
-    lo = prm[_LO]
-    hi = prm[_HI]
     ra = rt[_RA]
     rb = rt[_RB]
     regular = rt[_REGULAR]
@@ -707,16 +709,38 @@ def _prob_block_losses(xs, xn, n_rows, c, lab, wts, has_w, kappa, prm, ignore_in
         xy[r] = xs[_u(r * c + y)]
         cy[r] = (prm[_OM] + prm[_EPSC]) * kappa[_u(y)]
         regular[r] = one if keep else zero
+    # (`want_grad` a constant at each call of the inlined loop: without a gradient, no
+    # gradient factors, whose float64 division was a third of the loop's divisions)
+    if want_grad:
+        _one_hot_block_terms(xy, cy, s64, a64, wr, wl, ra, rb, regular, prm, scale, n_rows, True)
+    else:
+        _one_hot_block_terms(xy, cy, s64, a64, wr, wl, ra, rb, regular, prm, scale, n_rows,
+                             False)
+    return _sum_regular_rows(wl, regular, n_rows, lout, has_loss)
+
+
+@helper
+def _one_hot_block_terms(xy, cy, s64, a64, wr, wl, ra, rb, regular, prm, scale, n_rows,
+                         want_grad):
+    """:func:`_one_hot_terms` of a small-C block's rows (label entries ``xy``, coefficients
+    ``cy``, sums ``s64`` and ``Σ|x_j|`` ``a64``, weights ``wr``): ``w·l`` into ``wl``, the
+    gradient's two values into ``ra``, ``rb`` only if ``want_grad`` (a constant at each
+    call), and ``regular`` cleared where the row is not regular or ``Σ g·q = 0``."""
+    prefer_wide_vectors()  # (a helper's loops are vectorised before it is inlined)
+    one = cast_like(1.0, prm[_OM])
+    zero = cast_like(0.0, one)
     for r in range(n_rows):
         total64 = s64[r]
         total = cast_like(total64, one)
-        wl[r], dot64, ra[r], rb[r] = _one_hot_terms(xy[r], total64, total, cy[r], lo, hi, wr[r],
-                                                    scale, zero)
+        wl[r], dot64, g_off, g_y = _one_hot_terms(xy[r], total64, total, cy[r], prm[_LO],
+                                                  prm[_HI], wr[r], scale, zero)
+        if want_grad:
+            ra[r] = g_off
+            rb[r] = g_y
         # (Σ g·q ≠ 0 also without a gradient: the same rows here in every mode, so the
         # same block sum)
         ok = (regular[r] != zero) & _regular(total, a64[r]) & (dot64 != 0.0)
         regular[r] = one if ok else zero
-    return _sum_regular_rows(wl, regular, n_rows, lout, has_loss)
 
 
 @njit(**OUT_OF_LINE)

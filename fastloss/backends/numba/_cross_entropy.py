@@ -77,11 +77,12 @@ from ._intrinsics import (
     maxnum,
     prefer_wide_vectors,
     prefetch_lines,
-    row_sums64,
+    row_sums64_pick,
     stream_copy,
     stream_scale,
     transpose_rows,
     transpose_rows_max,
+    transpose_rows_sum64,
 )
 from ._math import exp_nonpositive, log
 from ._runtime import CACHE, SOURCE_STAMP, _frozen, read_only, run, threads_for
@@ -696,19 +697,17 @@ def _prob_block_losses(xs, xn, n_rows, c, lab, wts, has_w, kappa, prm, ignore_in
     wr = r64[1]
     s64 = r64[2]
     a64 = r64[3]
-    row_sums64(xs, s64, a64, xn, n_rows, c)
-    _block_weights(wr, wts, has_w, n_rows)
-    # the labels' entries and coefficients gathered first, so that the loop with the
-    # arithmetic reads contiguous rows only (as one loop, it stayed scalar)
+    # the labels' entries and class weights picked from the gathered vectors (a scalar
+    # loop over the rows before: 0.1 ns per element), so that the loop with the arithmetic
+    # reads contiguous rows only
     xy = rt[_RY]
     cy = rt[_RW]
+    row_sums64_pick(xs, s64, a64, lab, kappa, xy, cy, xn, n_rows, c)
+    _block_weights(wr, wts, has_w, n_rows)
+    coefficient = prm[_OM] + prm[_EPSC]
     for r in range(n_rows):
-        y = lab[r]
-        keep = y != ignore_index
-        y = y if keep else 0
-        xy[r] = xs[_u(r * c + y)]
-        cy[r] = (prm[_OM] + prm[_EPSC]) * kappa[_u(y)]
-        regular[r] = one if keep else zero
+        cy[r] = coefficient * cy[r]
+        regular[r] = one if lab[r] != ignore_index else zero
     # (`want_grad` a constant at each call of the inlined loop: without a gradient, no
     # gradient factors, whose float64 division was a third of the loop's divisions)
     if want_grad:
@@ -819,14 +818,11 @@ def _dense_prob_block(xs, ts, xn, tn, n_rows, c, wts, has_w, kappa, prm, xt, tt,
     wr = r64[1]
     s64 = r64[2]
     dot64 = r64[3]
-    transpose_rows(xs, xt, xn, n_rows, c)
+    # (the row sums from the gathered vectors: a loop over the transposed rows before)
+    transpose_rows_sum64(xs, xt, s64, xn, n_rows, c)
     transpose_rows(ts, tt, tn, n_rows, c)
     for r in range(n_rows):
-        s64[r] = 0.0
         lsum[r] = 0.0
-    for j in range(c):
-        for r in range(n_rows):
-            s64[r] = s64[r] + np.float64(xt[_u(j * n_rows + r)])
     for r in range(n_rows):
         tot[r] = cast_like(s64[r], one)
     # (`want_grad` a constant at each call of the inlined loop: no g_j without a gradient)

@@ -678,9 +678,11 @@ def _stream_regular_rows(gs, buf, regular, n_rows, c, left):
 # 1.78–1.96× np.copyto. The labels' entries and class weights picked in the same gathers
 # (`_intrinsics.row_sums64_pick`: per class one compare with the labels and two masked
 # moves; the scalar loop over the rows it replaced cost 0.1 ns per element), and, value
-# only, no gradient factors (a float64 division per row): one thread, wall time per call,
-# (65536, 10), minima of 300 calls, 0.59–0.68 → 0.58–0.66 ns per element (a loaded machine:
-# within the noise; the smaller share of a full-size call, which also waits for memory).
+# only, no gradient factors (a float64 division per row): (6553600, 10) float32, one
+# thread, CPU time per element (medians of 7, two processes each, base and new alternated):
+# value 0.88–0.89 → 0.64–0.65 ns, value_and_grad 1.42 → 1.13 ns. (In L2, (65536, 10), the
+# minima of 300 calls' wall time moved within the noise of a loaded machine: 0.59–0.68 →
+# 0.58–0.66 ns.)
 
 
 @njit(**OUT_OF_LINE)
@@ -784,7 +786,8 @@ def _prob_block_gradient(gs, n_rows, c, lab, rt, buf, stream, left):
 # vectorised the terms loop 8 lanes wide; g_j, the second division, only with a gradient);
 # the row sums S from the gathers of the transpose (`transpose_rows_sum64`). One thread,
 # wall time per call, (65536, 10), minima of 200 calls: value only 1.72–1.76 → 1.13–1.21 ns
-# per element. Verified in the generated code (inspect_asm, Numba 0.68, LLVM 22, AVX-512,
+# per element; (6553600, 10), CPU time per element, medians of 7: 1.98–2.01 → 1.43 ns;
+# two threads, the minima of 15 calls' wall time: 0.98–1.11 → 0.72–0.77 ns. Verified in the generated code (inspect_asm, Numba 0.68, LLVM 22, AVX-512,
 # float32): the transpose is `vgatherdps zmm`, a masked `vmovups` store and `vcvtps2pd` /
 # `vaddpd zmm` for S; both terms loops (with and without g_j) run on `zmm` (`vdivps zmm`,
 # the `log` polynomial as `vfmadd…ps zmm`), the row sums of the terms are `vcvtps2pd` /

@@ -787,12 +787,12 @@ def _prob_block_gradient(gs, n_rows, c, lab, rt, buf, stream, left):
 # the row sums S from the gathers of the transpose (`transpose_rows_sum64`). One thread,
 # wall time per call, (65536, 10), minima of 200 calls: value only 1.72–1.76 → 1.13–1.21 ns
 # per element; (6553600, 10), CPU time per element, medians of 7: 1.98–2.01 → 1.43 ns;
-# two threads, the minima of 15 calls' wall time: 0.98–1.11 → 0.72–0.77 ns. Verified in the generated code (inspect_asm, Numba 0.68, LLVM 22, AVX-512,
-# float32): the transpose is `vgatherdps zmm`, a masked `vmovups` store and `vcvtps2pd` /
-# `vaddpd zmm` for S; both terms loops (with and without g_j) run on `zmm` (`vdivps zmm`,
-# the `log` polynomial as `vfmadd…ps zmm`), the row sums of the terms are `vcvtps2pd` /
-# `vaddpd zmm`; the only calls are Numba's reference counting, a `memset` and the
-# gradient's `_stream_out`.
+# two threads, the minima of 15 calls' wall time: 0.98–1.11 → 0.72–0.77 ns. Verified in
+# the generated code (inspect_asm, Numba 0.68, LLVM 22, AVX-512, float32): the transpose is
+# `vgatherdps zmm`, a masked `vmovups` store and `vcvtps2pd` / `vaddpd zmm` for S; both
+# terms loops (with and without g_j) run on `zmm` (`vdivps zmm`, the `log` polynomial as
+# `vfmadd…ps zmm`), the row sums of the terms are `vcvtps2pd` / `vaddpd zmm`; the only
+# calls are Numba's reference counting, a `memset` and the gradient's `_stream_out`.
 
 
 @helper

@@ -38,8 +38,10 @@ from fastloss.backends.numba import (  # noqa: E402
 )
 from fastloss.backends.numba._intrinsics import (  # noqa: E402
     row_sums64,
+    row_sums64_pick,
     transpose_rows,
     transpose_rows_max,
+    transpose_rows_sum64,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -209,6 +211,12 @@ def _transpose_both(src, dst, dst2, rmax, s64, a64, ahead, n_rows, c):
     row_sums64(src, s64, a64, ahead, n_rows, c)
 
 
+@numba.njit(error_model="numpy")
+def _transpose_more(src, dst, s64, s64b, a64, lab, kappa, xy, ky, ahead, n_rows, c):
+    transpose_rows_sum64(src, dst, s64, ahead, n_rows, c)
+    row_sums64_pick(src, s64b, a64, lab, kappa, xy, ky, ahead, n_rows, c)
+
+
 def _class_order_sums(x):
     """``((0 + x_0) + x_1) + …`` per row in float64, and the same of ``|x_j|``."""
     s = np.zeros(x.shape[0])
@@ -227,7 +235,9 @@ def test_transpose_rows_gathers_exactly(dtype, rng):
     ``|x_j|`` in class order (:func:`row_sums64`, bitwise; NaN and ±inf rows included), for
     every C of the path and row counts around the lane width (the last group partial: its
     masked lanes neither read past the rows nor written past ``R·c`` or ``R``, checked with
-    guard values around every array)."""
+    guard values around every array). The same for :func:`transpose_rows_sum64` and
+    :func:`row_sums64_pick` (with the labels' entries and class weights)."""
+    rng2 = np.random.default_rng(1)
     for c in range(1, _cross_entropy.SMALL_C):
         for n_rows in (1, 7, 8, 15, 16, 17, 33, 100):
             x = rng.normal(size=(n_rows, c)).astype(dtype)
@@ -258,6 +268,37 @@ def test_transpose_rows_gathers_exactly(dtype, rng):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows
                 np.testing.assert_array_equal(rmax[20:-20], np.nanmax(x, axis=1))
+            # the same gathers with the sum folded into the transpose, and with the labels'
+            # entries and class weights picked (labels outside [0, c): +0.0, nothing read)
+            # (their own generator: the data above stay those the test always drew)
+            lab = rng2.integers(0, c, n_rows + 40)
+            lab[rng2.uniform(size=lab.size) < 0.2] = -100
+            lab[rng2.uniform(size=lab.size) < 0.1] = c
+            kappa = rng2.uniform(0.5, 2.0, c + 40).astype(dtype)
+            kappa[:20] = kappa[20 + c:] = 1e30  # guards: never read
+            dst3 = np.full(x.size + 40, -7.0, dtype)
+            s64_2, s64_3, a64_2 = (np.full(n_rows + 40, -7.0) for _ in range(3))
+            xy, ky = (np.full(n_rows + 40, -7.0, dtype) for _ in range(2))
+            _transpose_more(src[20:-20], dst3[20:-20], s64_2[20:-20], s64_3[20:-20],
+                            a64_2[20:-20], lab[20:-20], kappa[20:20 + c], xy[20:-20],
+                            ky[20:-20], ahead, n_rows, c)
+            for out, size in ((dst3, x.size), (s64_2, n_rows), (s64_3, n_rows),
+                              (a64_2, n_rows), (xy, n_rows), (ky, n_rows)):
+                assert np.all(out[:20] == -7) and np.all(out[20 + size:] == -7)
+            np.testing.assert_array_equal(dst3[20:-20], x.T.ravel())
+            for out in (s64_2, s64_3):
+                np.testing.assert_array_equal(out[20:-20], s_ref)
+                num = ~np.isnan(s_ref)  # (a NaN's sign depends on which operand LLVM takes)
+                np.testing.assert_array_equal(np.signbit(out[20:-20][num]),
+                                              np.signbit(s_ref[num]))
+            np.testing.assert_array_equal(a64_2[20:-20], a_ref)
+            rows_lab = lab[20:20 + n_rows]
+            inside = (rows_lab >= 0) & (rows_lab < c)
+            y = np.where(inside, rows_lab, 0)
+            xy_ref = np.where(inside, x[np.arange(n_rows), y], 0.0).astype(dtype)
+            ky_ref = np.where(inside, kappa[20:20 + c][y], 0.0).astype(dtype)
+            assert xy[20:-20].tobytes() == xy_ref.tobytes()
+            assert ky[20:-20].tobytes() == ky_ref.tobytes()
 
 
 # ------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ probabilities
 
     One-hot targets (sparse labels without smoothing, ``lo > 0``) take a shortcut that
     gives the same bits. Call a row *regular* when ``S`` (in the float type) is finite and
-    nonzero and every ``q_j`` is finite (tested as ``fl(Σ|x_j|/|S|)`` finite, see
+    nonzero and every ``q_j`` is finite (tested as ``Σ|x_j| ≤ |S|·2^64``, see
     :func:`_regular`). Then every ``q̂_j`` lies in ``[lo, hi]`` with ``lo > 0``, so
     ``log q̂_j`` is finite, and a class with ``c_j = 0`` adds ``c_j·log q̂_j = ±0`` to the loss
     sum and ``g_j·q_j = ±0`` to ``Σ g·q``; adding ±0 to a sum that ends nonzero changes no
@@ -77,11 +77,12 @@ from ._intrinsics import (
     maxnum,
     prefer_wide_vectors,
     prefetch_lines,
-    row_sums64,
+    row_sums64_pick,
     stream_copy,
     stream_scale,
     transpose_rows,
     transpose_rows_max,
+    transpose_rows_sum64,
 )
 from ._math import exp_nonpositive, log
 from ._runtime import CACHE, SOURCE_STAMP, _frozen, ones, read_only, run, scalars, threads_for
@@ -194,12 +195,16 @@ def _row_sums64(x):
 def _regular(total, abs_sum64):
     """Whether a probabilities row with sum ``total`` (``S`` in the input's float type) and
     ``Σ |x_j|`` ``abs_sum64`` (float64) is regular: ``S`` finite and nonzero and every
-    ``q_j = x_j/S`` finite. The last is tested as ``fl(Σ|x_j| / |S|)`` finite: a rounded sum
-    of nonnegative terms is at least each term and division rounds monotonically, so this
-    bounds every ``|q_j|`` (a sufficient test: a row it rejects is merely left to the
-    general loops). NaN anywhere: not regular."""
+    ``q_j = x_j/S`` finite. The last is tested as ``Σ|x_j| ≤ |S|·2^64``, compared in
+    float64 (the product is exact, or ``+inf`` only where ``|S| ≥ 2^960``): a rounded sum of
+    nonnegative terms is at least each term, so every ``|x_j|/|S| ≤ 2^64`` (or ``≤ 2^1024 /
+    2^960``), and ``q_j`` rounds to a finite number in either float type. A sufficient test:
+    a row it rejects (a ``q_j`` beyond ``2^64``) is merely left to the general loops. A
+    multiplication, not the division ``fl(Σ|x_j|/|S|)`` it replaced: a row's one test,
+    vectorised over a small-C block's rows, was one of its three divisions. NaN anywhere:
+    not regular."""
     s = abs(total)
-    return (total != 0) & (s < np.inf) & (cast_like(abs_sum64, total) / s < np.inf)
+    return (total != 0) & (s < np.inf) & (abs_sum64 <= np.float64(s) * 18446744073709551616.0)
 
 
 @helper
@@ -670,7 +675,14 @@ def _stream_regular_rows(gs, buf, regular, n_rows, c, left):
 # row path for every row before). The sums folded into the gathers (before: the chunk
 # transposed into scratch, then summed class by class from there), same command, before and
 # after side by side: value 1.58–1.74 → 1.24–1.44× np.sum, value_and_grad 2.12–2.23 →
-# 1.78–1.96× np.copyto.
+# 1.78–1.96× np.copyto. The labels' entries and class weights picked in the same gathers
+# (`_intrinsics.row_sums64_pick`: per class one compare with the labels and two masked
+# moves; the scalar loop over the rows it replaced cost 0.1 ns per element), and, value
+# only, no gradient factors (a float64 division per row): (6553600, 10) float32, one
+# thread, CPU time per element (medians of 7, two processes each, base and new alternated):
+# value 0.88–0.89 → 0.64–0.65 ns, value_and_grad 1.42 → 1.13 ns. (In L2, (65536, 10), the
+# minima of 300 calls' wall time moved within the noise of a loaded machine: 0.59–0.68 →
+# 0.58–0.66 ns.)
 
 
 @njit(**OUT_OF_LINE)
@@ -685,8 +697,6 @@ def _prob_block_losses(xs, xn, n_rows, c, lab, wts, has_w, kappa, prm, ignore_in
     prefer_wide_vectors()
     one = cast_like(1.0, prm[_OM])
     zero = cast_like(0.0, one)
-    lo = prm[_LO]
-    hi = prm[_HI]
     ra = rt[_RA]
     rb = rt[_RB]
     regular = rt[_REGULAR]
@@ -694,29 +704,49 @@ def _prob_block_losses(xs, xn, n_rows, c, lab, wts, has_w, kappa, prm, ignore_in
     wr = r64[1]
     s64 = r64[2]
     a64 = r64[3]
-    row_sums64(xs, s64, a64, xn, n_rows, c)
-    _block_weights(wr, wts, has_w, n_rows)
-    # the labels' entries and coefficients gathered first, so that the loop with the
-    # arithmetic reads contiguous rows only (as one loop, it stayed scalar)
+    # the labels' entries and class weights picked from the gathered vectors (a scalar
+    # loop over the rows before: 0.1 ns per element), so that the loop with the arithmetic
+    # reads contiguous rows only
     xy = rt[_RY]
     cy = rt[_RW]
+    row_sums64_pick(xs, s64, a64, lab, kappa, xy, cy, xn, n_rows, c)
+    _block_weights(wr, wts, has_w, n_rows)
+    coefficient = prm[_OM] + prm[_EPSC]
     for r in range(n_rows):
-        y = lab[r]
-        keep = y != ignore_index
-        y = y if keep else 0
-        xy[r] = xs[_u(r * c + y)]
-        cy[r] = (prm[_OM] + prm[_EPSC]) * kappa[_u(y)]
-        regular[r] = one if keep else zero
+        cy[r] = coefficient * cy[r]
+        regular[r] = one if lab[r] != ignore_index else zero
+    # (`want_grad` a constant at each call of the inlined loop: without a gradient, no
+    # gradient factors, whose float64 division was a third of the loop's divisions)
+    if want_grad:
+        _one_hot_block_terms(xy, cy, s64, a64, wr, wl, ra, rb, regular, prm, scale, n_rows, True)
+    else:
+        _one_hot_block_terms(xy, cy, s64, a64, wr, wl, ra, rb, regular, prm, scale, n_rows,
+                             False)
+    return _sum_regular_rows(wl, regular, n_rows, lout, has_loss)
+
+
+@helper
+def _one_hot_block_terms(xy, cy, s64, a64, wr, wl, ra, rb, regular, prm, scale, n_rows,
+                         want_grad):
+    """:func:`_one_hot_terms` of a small-C block's rows (label entries ``xy``, coefficients
+    ``cy``, sums ``s64`` and ``Σ|x_j|`` ``a64``, weights ``wr``): ``w·l`` into ``wl``, the
+    gradient's two values into ``ra``, ``rb`` only if ``want_grad`` (a constant at each
+    call), and ``regular`` cleared where the row is not regular or ``Σ g·q = 0``."""
+    prefer_wide_vectors()  # (a helper's loops are vectorised before it is inlined)
+    one = cast_like(1.0, prm[_OM])
+    zero = cast_like(0.0, one)
     for r in range(n_rows):
         total64 = s64[r]
         total = cast_like(total64, one)
-        wl[r], dot64, ra[r], rb[r] = _one_hot_terms(xy[r], total64, total, cy[r], lo, hi, wr[r],
-                                                    scale, zero)
+        wl[r], dot64, g_off, g_y = _one_hot_terms(xy[r], total64, total, cy[r], prm[_LO],
+                                                  prm[_HI], wr[r], scale, zero)
+        if want_grad:
+            ra[r] = g_off
+            rb[r] = g_y
         # (Σ g·q ≠ 0 also without a gradient: the same rows here in every mode, so the
         # same block sum)
         ok = (regular[r] != zero) & _regular(total, a64[r]) & (dot64 != 0.0)
         regular[r] = one if ok else zero
-    return _sum_regular_rows(wl, regular, n_rows, lout, has_loss)
 
 
 @njit(**OUT_OF_LINE)
@@ -750,6 +780,42 @@ def _prob_block_gradient(gs, n_rows, c, lab, rt, buf, stream, left):
 # one-hot shortcut (c_j = 0 terms skipped) buys nothing here: the terms are vector work.
 # benchmarks/targets.py, value only, (6553600, 10) float32, 2 threads (shared machine):
 # 621 → 83 ms, 12.8 → 1.9× np.sum (the row path for every row before).
+#
+# Then: the terms in a loop of the float type only, into scratch of their own (`buf`), and
+# the float64 row sums of the terms in a loop after it (with the float64 sum in it, LLVM
+# vectorised the terms loop 8 lanes wide; g_j, the second division, only with a gradient);
+# the row sums S from the gathers of the transpose (`transpose_rows_sum64`). One thread,
+# wall time per call, (65536, 10), minima of 200 calls: value only 1.72–1.76 → 1.13–1.21 ns
+# per element; (6553600, 10), CPU time per element, medians of 7: 1.98–2.01 → 1.43 ns;
+# two threads, the minima of 15 calls' wall time: 0.98–1.11 → 0.72–0.77 ns. Verified in
+# the generated code (inspect_asm, Numba 0.68, LLVM 22, AVX-512, float32): the transpose is
+# `vgatherdps zmm`, a masked `vmovups` store and `vcvtps2pd` / `vaddpd zmm` for S; both
+# terms loops (with and without g_j) run on `zmm` (`vdivps zmm`, the `log` polynomial as
+# `vfmadd…ps zmm`), the row sums of the terms are `vcvtps2pd` / `vaddpd zmm`; the only
+# calls are Numba's reference counting, a `memset` and the gradient's `_stream_out`.
+
+
+@helper
+def _dense_prob_terms(xt, tt, terms, tot, kappa, prm, n_rows, c, want_grad):
+    """The class terms of a small-C dense probabilities block, class-major (``xt``, ``tt``:
+    its rows and target transposed, ``tot``: the row sums ``S``): ``terms[k] = c_j·log q̂_j``
+    and (``want_grad``, a constant at each call) ``tt[k] = g_j`` (:func:`_class_terms`).
+
+    A loop in the float type only: with a float64 row sum in it, LLVM vectorised it 8 lanes
+    wide (``ymm``, by the width of float64), without it 16 (``zmm``; checked with
+    ``inspect_asm``). ``terms`` must be an array of its own: with it the same array as
+    ``xt`` (known only at run time), the run-time alias check failed every time and the
+    scalar copy of the loop ran (7.9 ns per element)."""
+    prefer_wide_vectors()  # (a helper's loops are vectorised before it is inlined)
+    zero = cast_like(0.0, prm[_LO])
+    for j in range(c):
+        kj = kappa[j]
+        for r in range(n_rows):
+            k = _u(j * n_rows + r)
+            cj = _class_coefficient(True, False, zero, kj, tt[k], prm)
+            _, terms[k], gj = _class_terms(xt[k], tot[r], cj, prm[_LO], prm[_HI], zero)
+            if want_grad:
+                tt[k] = gj
 
 
 @njit(**OUT_OF_LINE)
@@ -759,15 +825,12 @@ def _dense_prob_block(xs, ts, xn, tn, n_rows, c, wts, has_w, kappa, prm, xt, tt,
     of probabilities and target, flattened; ``xn``, ``tn``: the next rows, prefetched).
     Returns ``Σ w·l`` over the rows (lane-wise partial sums, an order fixed by ``n_rows``)
     and writes ``w·l`` to ``lout`` (if ``has_loss``); with ``want_grad`` the gradient
-    ``scale·w·(g_j − Σ g_k q_k)/S`` is formed class-major in ``xt`` (the ``g_j`` in ``tt``,
-    stored in every mode: cheaper than a second compiled loop) and written row-major into
-    ``gs`` or (``stream``) into ``buf`` and streamed out. Reads all the rows before it
-    writes any gradient, so an in-place call is safe."""
+    ``scale·w·(g_j − Σ g_k q_k)/S`` is formed class-major in ``xt`` (the ``g_j`` in ``tt``)
+    and written row-major into ``gs`` or (``stream``) into ``buf`` and streamed out (``buf``
+    holds the class terms before). Reads all the rows before it writes any gradient, so an
+    in-place call is safe."""
     prefer_wide_vectors()
     one = cast_like(1.0, prm[_OM])
-    zero = cast_like(0.0, one)
-    lo = prm[_LO]
-    hi = prm[_HI]
     tot = rt[_RS]
     dot = rt[_RD]
     ra = rt[_RA]
@@ -775,24 +838,21 @@ def _dense_prob_block(xs, ts, xn, tn, n_rows, c, wts, has_w, kappa, prm, xt, tt,
     wr = r64[1]
     s64 = r64[2]
     dot64 = r64[3]
-    transpose_rows(xs, xt, xn, n_rows, c)
+    # (the row sums from the gathered vectors: a loop over the transposed rows before)
+    transpose_rows_sum64(xs, xt, s64, xn, n_rows, c)
     transpose_rows(ts, tt, tn, n_rows, c)
     for r in range(n_rows):
-        s64[r] = 0.0
         lsum[r] = 0.0
-    for j in range(c):
-        for r in range(n_rows):
-            s64[r] = s64[r] + np.float64(xt[_u(j * n_rows + r)])
     for r in range(n_rows):
         tot[r] = cast_like(s64[r], one)
+    # (`want_grad` a constant at each call of the inlined loop: no g_j without a gradient)
+    if want_grad:
+        _dense_prob_terms(xt, tt, buf, tot, kappa, prm, n_rows, c, True)
+    else:
+        _dense_prob_terms(xt, tt, buf, tot, kappa, prm, n_rows, c, False)
     for j in range(c):
-        kj = kappa[j]
         for r in range(n_rows):
-            k = _u(j * n_rows + r)
-            cj = _class_coefficient(True, False, zero, kj, tt[k], prm)
-            _, term, gj = _class_terms(xt[k], tot[r], cj, lo, hi, zero)
-            lsum[r] = lsum[r] + np.float64(term)
-            tt[k] = gj
+            lsum[r] = lsum[r] + np.float64(buf[_u(j * n_rows + r)])
     _block_weights(wr, wts, has_w, n_rows)
     for r in range(n_rows):
         lsum[r] = wr[r] * -lsum[r]

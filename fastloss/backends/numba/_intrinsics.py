@@ -71,6 +71,7 @@ __all__ = [
     "prefer_wide_vectors",
     "prefetch_lines",
     "row_sums64",
+    "row_sums64_pick",
     "scale_by_pow2",
     "scale_by_pow2_nonpositive",
     "split_exponent",
@@ -80,6 +81,7 @@ __all__ = [
     "stream_copy_unfenced",
     "transpose_rows",
     "transpose_rows_max",
+    "transpose_rows_sum64",
 ]
 
 #: Options of every jitted helper (anything that is not a kernel): NumPy's error model
@@ -494,23 +496,33 @@ def _transpose_typer(arrays, n_rows, c):
     return types.none(*arrays, n_rows, c) if ok else None
 
 
-def _transpose_codegen(context, builder, signature, args, sums64=False):
+def _transpose_codegen(context, builder, signature, args, sums64=False, roles=None):
     """The loops of :func:`transpose_rows` (arrays ``src, dst, ahead``),
-    :func:`transpose_rows_max` (``src, dst, rmax, ahead``) and, with ``sums64``,
-    :func:`row_sums64` (``src, s64, a64, ahead``): for each group of ``L`` rows (``L`` = one
-    64-byte vector: 16 float32 or 8 float64), prefetch the same span of ``ahead``, then for
-    each class ``j``: gather ``x[r·c + j]`` of the group's rows and store the vector at
-    ``dst[j·R + r]`` and/or fold it into the group's running ``maxnum``, or (``sums64``)
-    extend it to float64 and add it and its ``fabs`` to the group's two running sums (plain
-    ``fadd``, class by class from ``+0.0``); lanes beyond the last row are masked off (no
-    load, no store)."""
-    arrays = [cgutils.create_struct_proxy(t)(context, builder, value=v)
-              for t, v in zip(signature.args[:-2], args[:-2], strict=True)]
-    src = arrays[0]
-    dst = None if sums64 else arrays[1]
-    rmax = arrays[2] if len(arrays) == 4 and not sums64 else None
-    s64, a64 = (arrays[1], arrays[2]) if sums64 else (None, None)
-    ahead, ahead_ty = arrays[-1], signature.args[-3]
+    :func:`transpose_rows_max` (``src, dst, rmax, ahead``), with ``sums64``
+    :func:`row_sums64` (``src, s64, a64, ahead``), and, named by ``roles`` (one name per
+    array argument), :func:`transpose_rows_sum64` (``src, dst, s64, ahead``) and
+    :func:`row_sums64_pick` (``src, s64, a64, lab, kappa, xy, ky, ahead``): for each group
+    of ``L`` rows (``L`` = one 64-byte vector: 16 float32 or 8 float64), prefetch the same
+    span of ``ahead``, then for each class ``j``: gather ``x[r·c + j]`` of the group's rows
+    and store the vector at ``dst[j·R + r]`` and/or fold it into the group's running
+    ``maxnum``, or extend it to float64 and add it (and, with ``a64``, its ``fabs``) to the
+    group's running sums (plain ``fadd``, class by class from ``+0.0``), and/or (``lab``)
+    keep it, and ``kappa[j]``, in the lanes whose label is ``j`` (``+0.0`` in a lane whose
+    label is never met); lanes beyond the last row are masked off (no load, no store)."""
+    if roles is None:
+        n_arrays = len(signature.args) - 2
+        roles = (("src", "s64", "a64", "ahead") if sums64 else
+                 ("src", "dst", "rmax", "ahead") if n_arrays == 4 else ("src", "dst", "ahead"))
+    arrays = dict(zip(roles, (cgutils.create_struct_proxy(t)(context, builder, value=v)
+                              for t, v in zip(signature.args[:-2], args[:-2], strict=True)),
+                      strict=True))
+    types_of = dict(zip(roles, signature.args[:-2], strict=True))
+    src = arrays["src"]
+    dst = arrays.get("dst")
+    rmax = arrays.get("rmax")
+    s64, a64 = arrays.get("s64"), arrays.get("a64")
+    lab, kap = arrays.get("lab"), arrays.get("kappa")
+    ahead, ahead_ty = arrays["ahead"], types_of["ahead"]
     i64 = ir.IntType(64)
     i32 = ir.IntType(32)
     n = context.cast(builder, args[-2], signature.args[-2], types.int64)
@@ -538,6 +550,9 @@ def _transpose_codegen(context, builder, signature, args, sums64=False):
         f"llvm.masked.store.v{lanes}f64.p0")
     fabs64 = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(dvty, [dvty]), f"llvm.fabs.v{lanes}f64")
+    lab_load = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ivty, [i64.as_pointer(), i32, mty, ivty]),
+        f"llvm.masked.load.v{lanes}i64.p0")
     align = ir.Constant(i32, esize)
     # byte offsets of the group's rows from its first element, r·c·esize, computed in 32 bits
     # and sign-extended (< 2^31: a group spans at most L·c elements, c < 2^26 where used) so
@@ -549,6 +564,7 @@ def _transpose_codegen(context, builder, signature, args, sums64=False):
         ir.Constant(i32v, list(range(lanes)))), ivty)
     iota = ir.Constant(ivty, list(range(lanes)))
     nan = ir.Constant(vty, [float("nan")] * lanes)
+    fzero = ir.Constant(vty, [0.0] * lanes)
     zero = ir.Constant(i64, 0)
     with cgutils.for_range_slice(builder, zero, n, ir.Constant(i64, lanes), inc=True) as (r0, _):
         mask = builder.icmp_signed("<", iota, _splat(builder, builder.sub(n, r0), ivty))
@@ -557,6 +573,13 @@ def _transpose_codegen(context, builder, signature, args, sums64=False):
         m = cgutils.alloca_once_value(builder, nan)
         s = cgutils.alloca_once_value(builder, ir.Constant(dvty, [0.0] * lanes))
         a = cgutils.alloca_once_value(builder, ir.Constant(dvty, [0.0] * lanes))
+        picked = cgutils.alloca_once_value(builder, fzero)
+        picked_k = cgutils.alloca_once_value(builder, fzero)
+        labels = None
+        if lab is not None:
+            # (masked-off lanes: label -1, never met)
+            labels = builder.call(lab_load, [builder.gep(lab.data, [r0]), ir.Constant(i32, 8),
+                                             mask, ir.Constant(ivty, [-1] * lanes)])
         span = builder.mul(r0, c)
         _prefetch_range(context, builder, ahead_ty, ahead, span,
                         builder.add(span, builder.mul(c, ir.Constant(i64, lanes))))
@@ -573,17 +596,32 @@ def _transpose_codegen(context, builder, signature, args, sums64=False):
                                      align, mask])
             if rmax is not None:
                 builder.store(builder.call(maxnum_v, [builder.load(m), v]), m)
-            if sums64:
+            if s64 is not None:
                 # (masked-off lanes: the zero pass-through, never stored)
                 v64 = v if fty == _F64 else builder.fpext(v, dvty)
                 builder.store(builder.fadd(builder.load(s), v64), s)
-                builder.store(builder.fadd(builder.load(a), builder.call(fabs64, [v64])), a)
+                if a64 is not None:
+                    builder.store(builder.fadd(builder.load(a), builder.call(fabs64, [v64])),
+                                  a)
+            if labels is not None:
+                hit = builder.icmp_signed("==", labels, _splat(builder, j, ivty))
+                builder.store(builder.select(hit, v, builder.load(picked)), picked)
+                kj = builder.load(builder.gep(kap.data, [j]))
+                builder.store(builder.select(hit, _splat(builder, kj, vty),
+                                             builder.load(picked_k)), picked_k)
         if rmax is not None:
             builder.call(store, [builder.load(m), builder.gep(rmax.data, [r0]), align, mask])
-        if sums64:
+        if s64 is not None:
             align64 = ir.Constant(i32, 8)
             builder.call(store64, [builder.load(s), builder.gep(s64.data, [r0]), align64, mask])
-            builder.call(store64, [builder.load(a), builder.gep(a64.data, [r0]), align64, mask])
+            if a64 is not None:
+                builder.call(store64, [builder.load(a), builder.gep(a64.data, [r0]), align64,
+                                       mask])
+        if labels is not None:
+            builder.call(store, [builder.load(picked), builder.gep(arrays["xy"].data, [r0]),
+                                 align, mask])
+            builder.call(store, [builder.load(picked_k), builder.gep(arrays["ky"].data, [r0]),
+                                 align, mask])
     return context.get_dummy_value()
 
 
@@ -631,3 +669,48 @@ def row_sums64(typingctx, src, s64, a64, ahead, n_rows, c):
         return _transpose_codegen(context, builder, signature, args, sums64=True)
 
     return types.none(src, s64, a64, ahead, n_rows, c), codegen
+
+
+@intrinsic
+def transpose_rows_sum64(typingctx, src, dst, s64, ahead, n_rows, c):
+    """:func:`transpose_rows`, and ``s64[r] = ((0 + x_0) + x_1) + … + x_{c−1}`` of each row
+    ``x`` in float64 (the sum of :func:`row_sums64`, in the same order) from the gathered
+    vectors while they are in registers. The caller guarantees ``s64.size ≥ R`` (float64)
+    too."""
+    ok = (_transpose_typer((src, dst, ahead), n_rows, c) is not None
+          and isinstance(s64, types.Array) and s64.ndim == 1 and s64.layout == "C"
+          and s64.dtype == types.float64)
+    if not ok:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _transpose_codegen(context, builder, signature, args,
+                                  roles=("src", "dst", "s64", "ahead"))
+
+    return types.none(src, dst, s64, ahead, n_rows, c), codegen
+
+
+@intrinsic
+def row_sums64_pick(typingctx, src, s64, a64, lab, kappa, xy, ky, ahead, n_rows, c):
+    """:func:`row_sums64`, and from the same gathers each row's entry at its label,
+    ``xy[r] = x[lab[r]]``, and ``ky[r] = kappa[lab[r]]``, for a label in ``[0, c)``; ``+0.0``
+    for both where ``lab[r]`` is outside (an ignored row: no read at an index out of
+    range). ``lab``: int64; ``kappa``, ``xy``, ``ky``: the float type of ``src``. The caller
+    guarantees, besides what :func:`row_sums64` needs, ``lab.size``, ``xy.size``,
+    ``ky.size ≥ R`` and ``kappa.size ≥ c``."""
+    ok = (all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
+              for t in (src, s64, a64, lab, kappa, xy, ky, ahead))
+          and isinstance(src.dtype, types.Float)
+          and all(t.dtype == src.dtype for t in (ahead, kappa, xy, ky))
+          and s64.dtype == types.float64 and a64.dtype == types.float64
+          and lab.dtype == types.int64
+          and isinstance(n_rows, types.Integer) and isinstance(c, types.Integer))
+    if not ok:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _transpose_codegen(context, builder, signature, args,
+                                  roles=("src", "s64", "a64", "lab", "kappa", "xy", "ky",
+                                         "ahead"))
+
+    return types.none(src, s64, a64, lab, kappa, xy, ky, ahead, n_rows, c), codegen

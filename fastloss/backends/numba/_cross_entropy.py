@@ -73,6 +73,7 @@ from ._intrinsics import (
     HELPER_OPTIONS,
     acc_add,
     cast_like,
+    gather_labelled,
     helper,
     maxnum,
     prefer_wide_vectors,
@@ -459,6 +460,12 @@ def _probabilities_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_gra
 # generates markedly better code for their short loops on their own than inside the
 # kernel's large loop body (measured: 2.1 → 1.5 ns per element for phase 1, one thread).
 OUT_OF_LINE = {**HELPER_OPTIONS, "forceinline": False}
+#: :data:`OUT_OF_LINE` without Numba's reference counting (``_nrt=False``): such a function
+#: cannot allocate (Numba refuses to compile one that does), and its array arguments and
+#: views are borrowed, so no ``NRT_incref``/``NRT_decref`` calls (atomic operations) are
+#: made at its entry and exit: 18 such calls in the logits phase 1 before, once per chunk,
+#: ~0.03 ns per element of a value-only call at C = 10 (thread CPU time, one thread).
+NO_REFCOUNT = {**OUT_OF_LINE, "_nrt": False}
 
 # rows of a thread's (_NROWS, R) row scratch: max, Σe, W, Σc·z, a, b, label, regular
 _RM, _RS, _RW, _RD, _RA, _RB, _RY, _REGULAR = range(8)
@@ -473,9 +480,19 @@ def _lane_coefficient(soft, jf, ry, kj, t, prm):
     return _class_coefficient(soft, jf == ry, (prm[_OM] + prm[_EPSC]) * kj, kj, t, prm)
 
 
-@njit(**OUT_OF_LINE)
+@helper
+def _row_loss(w, big_w, s, dot):
+    """``w·(W·log s − Σ c_j z_j)`` of a small-C row, in float64 from the row's ``W``, ``s``
+    and ``Σ c_j z_j`` in the float type; ``log s`` in the float type too (then widened),
+    which for float32 is the 16-lane polynomial without a division, not the float64 one
+    (a float64 ``log`` of the row sums, 8 lanes with a ``vdivpd``: ~0.05 ns per element
+    more at C = 10)."""
+    return w * (np.float64(big_w) * np.float64(log(s)) - np.float64(dot))
+
+
+@njit(**NO_REFCOUNT)
 def _lanes_block_losses(xs, ts, xn, tn, n_rows, c, soft, lab, wts, has_w, kappa, prm,
-                        ignore_index, xt, tt, rt, r64, lout, has_loss):
+                        ignore_index, xt, tt, rt, r64, lout, has_loss, want_grad):
     """Phase 1 of a small-C block (``xs``, ``ts``: its ``n_rows`` rows of logits and soft
     target, flattened; ``xn``, ``tn``: the next rows, prefetched; ``lab`` its labels unless
     ``soft``). Returns ``(Σ w·l over the regular
@@ -523,41 +540,41 @@ def _lanes_block_losses(xs, ts, xn, tn, n_rows, c, soft, lab, wts, has_w, kappa,
             ry[r] = cast_like(np.float64(lab[r]), one)  # (in [0, C) for a regular row)
     _block_weights(wr, wts, has_w, n_rows)
     if soft or prm[_EPSC] != zero:
+        # W and Σ c_j z_j first, in a loop of their own (fewer arrays per loop)
         for j in range(c):
             kj = kappa[j]
             jf = cast_like(np.float64(j), one)
             for r in range(n_rows):
                 k = _u(j * n_rows + r)
-                z = xt[k] - rm[r]
-                ej = exp_nonpositive(z)
-                xt[k] = ej
-                rs[r] = rs[r] + ej
                 cj = _lane_coefficient(soft, jf, ry[r], kj, tt[k], prm)
                 rw[r] = rw[r] + cj
-                rd[r] = rd[r] + _times(cj, z)
-    else:
-        # one-hot: W = c_y and Σ c_j z_j = c_y·z_y, as in the row path
-        for j in range(c):
-            for r in range(n_rows):
-                k = _u(j * n_rows + r)
-                ej = exp_nonpositive(xt[k] - rm[r])
-                xt[k] = ej
-                rs[r] = rs[r] + ej
+                rd[r] = rd[r] + _times(cj, xt[k] - rm[r])
+    for j in range(c):
         for r in range(n_rows):
-            y = lab[r]
-            y = y if y != ignore_index else 0
-            cy = (prm[_OM] + prm[_EPSC]) * kappa[_u(y)]
-            rw[r] = cy
-            rd[r] = _times(cy, xs[_u(r * c + y)] - rm[r])
+            k = _u(j * n_rows + r)
+            ej = exp_nonpositive(xt[k] - rm[r])
+            if want_grad:
+                xt[k] = ej
+            rs[r] = rs[r] + ej
+    if not (soft or prm[_EPSC] != zero):
+        # one-hot: W = c_y and Σ c_j z_j = c_y·z_y, as in the row path
+        # the labels' entries and class weights gathered first (into rows of `rt` that
+        # phase 2 fills later), so that the arithmetic loop reads contiguous rows only
+        xy = rt[_RA]
+        ky = rt[_RB]
+        gather_labelled(xs, lab, c, c, xy[:n_rows])
+        gather_labelled(kappa, lab, 0, c, ky[:n_rows])
+        for r in range(n_rows):
+            cy = (prm[_OM] + prm[_EPSC]) * ky[r]
+            rw[r] = cy  # (for phase 2)
+            wl[r] = _row_loss(wr[r], cy, rs[r], _times(cy, xy[r] - rm[r]))
+        return _sum_regular_rows(wl, regular, n_rows, lout, has_loss)
     for r in range(n_rows):
-        w = wr[r]
-        big_w = np.float64(rw[r])
-        s64 = np.float64(rs[r])
-        wl[r] = w * (big_w * log(s64) - np.float64(rd[r]))
+        wl[r] = _row_loss(wr[r], rw[r], rs[r], rd[r])
     return _sum_regular_rows(wl, regular, n_rows, lout, has_loss)
 
 
-@njit(**OUT_OF_LINE)
+@njit(**NO_REFCOUNT)
 def _lanes_block_gradient(gs, n_rows, c, soft, kappa, prm, scale, xt, tt, rt, r64, buf, stream,
                           left):
     """Phase 2 of a small-C block: the gradient ``a·e_j − b·c_j`` (``a = scale·w·W/s``,
@@ -941,7 +958,7 @@ def _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target, weight,
                                                   q1 - q0, c, not sparse, labels[q0:q1],
                                                   weight[q0:q1], has_w, kappa, prm,
                                                   ignore_index, xt, tt, rt, r64, lout[q0:q1],
-                                                  has_loss)
+                                                  has_loss, want_grad)
             else:
                 chunk, left = _prob_block_losses(xf[q0 * c:q1 * c], xf[q1 * c:ahead * c],
                                                  q1 - q0, c, labels[q0:q1], weight[q0:q1],

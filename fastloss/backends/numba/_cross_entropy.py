@@ -454,9 +454,13 @@ def _probabilities_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_gra
 # arrays was slower); a one-hot row's label entry `x_y` and weight `κ_y` are gathered
 # (`_intrinsics.gather_labelled`: the same loop in Numba stayed scalar, LLVM's cost model
 # declines the gathers) and its loss formed in one vector loop; and `log s` is taken in the
-# float type (`_row_loss`). Measured (float32, (6553600, 10), value only, one thread, thread
-# CPU time per element, medians of runs alternating with the previous version on a loaded
-# shared machine): sparse labels 1.03–1.09 → 0.89–0.95 ns, soft targets 1.38–1.43 → 1.27–1.38.
+# float type (`_row_loss`). Measured (float32, (6553600, 10), one thread, thread CPU time
+# per element, medians of 7, two runs each alternating with the previous version on a
+# loaded shared machine): value only, sparse labels 0.98–1.02 → 0.91–0.92 ns, soft targets
+# 1.33–1.38 → 1.30–1.36 ns; value_and_grad (not slower: phase 2 is unchanged, phase 1 lost
+# its reference counting and the scalar label loop) 1.75–1.84 → 1.68 and 2.18–2.20 →
+# 2.09–2.16 ns. benchmarks/targets.py (2 threads) was dominated by the other load: in the
+# one pair of runs with the second core free, value CE 1.87 → 1.64× np.sum, CCE 1.49 → 1.32×.
 #
 # Verified in the generated code (disassembly of the loaded kernel with `perf` samples on it,
 # Numba 0.68, LLVM 22, AVX-512 host, float32): the transpose in is one `vgatherdps zmm` per

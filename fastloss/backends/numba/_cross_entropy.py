@@ -459,8 +459,9 @@ def _probabilities_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_gra
 # loaded shared machine): value only, sparse labels 0.98–1.02 → 0.91–0.92 ns, soft targets
 # 1.33–1.38 → 1.30–1.36 ns; value_and_grad (not slower: phase 2 is unchanged, phase 1 lost
 # its reference counting and the scalar label loop) 1.75–1.84 → 1.68 and 2.18–2.20 →
-# 2.09–2.16 ns. benchmarks/targets.py (2 threads) was dominated by the other load: in the
-# one pair of runs with the second core free, value CE 1.87 → 1.64× np.sum, CCE 1.49 → 1.32×.
+# 2.09–2.16 ns. benchmarks/targets.py (2 threads) was dominated by the other load (the
+# same build from 1.6× to 3× np.sum); in the two runs with the second core free, one of
+# each version, value CE 1.87 → 1.64× np.sum, CCE 1.49 → 1.32×.
 #
 # Verified in the generated code (disassembly of the loaded kernel with `perf` samples on it,
 # Numba 0.68, LLVM 22, AVX-512 host, float32): the transpose in is one `vgatherdps zmm` per
@@ -523,8 +524,8 @@ def _lanes_block_losses(xs, ts, xn, tn, n_rows, c, soft, lab, wts, has_w, kappa,
     path)``; writes ``w·l`` of the regular rows to ``lout`` (if ``has_loss``), with
     ``want_grad`` the exponentials (class-major) to ``xt``, the row sums ``s``, ``W`` to
     ``rt`` and the weights ``w`` to ``r64[1]`` (for phase 2; ``rt[_RA]`` and ``rt[_RB]``
-    serve as scratch here, phase 2 fills them), and flags the rows handled here (``rt[_REGULAR]`` 1) or
-    left to the row path (0). ``tt`` receives the transposed target
+    serve as scratch here, phase 2 fills them), and flags the rows handled here
+    (``rt[_REGULAR]`` 1) or left to the row path (0). ``tt`` receives the transposed target
     (``soft``; otherwise it is any scratch of the same size, read but unused). ``r64`` is
     ``(2, R)`` float64 scratch. Reads the rows only: it runs before any gradient is written,
     so an in-place call is safe. Every per-row loop is branch-free (it vectorises)."""

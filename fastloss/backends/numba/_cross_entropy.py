@@ -6,7 +6,8 @@ sums are combined in block order, so the result is bitwise the same for every th
 
 Row path. Everything happens while the row is in L1/L2 (read from memory once), in the
 input's float type (16 float32 lanes with 512-bit vectors); row scalars (``log s``, the
-loss, the gradient factors) are float64.
+loss, the gradient factors) are float64 (the small-C path takes ``log s`` in the float
+type, see :func:`_row_loss`).
 
 logits
     1. ``m = max_j x_j`` (``maxnum``; see below for NaN);
@@ -73,6 +74,7 @@ from ._intrinsics import (
     HELPER_OPTIONS,
     acc_add,
     cast_like,
+    gather_labelled,
     helper,
     maxnum,
     prefer_wide_vectors,
@@ -449,6 +451,23 @@ def _probabilities_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_gra
 # sparse coefficients are 0 off the label, which gives exactly the row path's one-hot
 # sums (`W = c_y`, `Σ c_j z_j = c_y·z_y`; adding zeros is exact).
 #
+# Phase 1 without a gradient (value only) does less still, with the same bits as with one
+# (the sums are formed by the same operations in the same order either way): the
+# exponentials are summed, not stored (`want_grad` is loop invariant: LLVM unswitches the
+# loop into a storing and a non-storing copy); `W` and `Σ c_j z_j` (soft targets, smoothing)
+# are summed in a class loop of their own before the exponentials' (one loop over seven
+# arrays was slower); a one-hot row's label entry `x_y` and weight `κ_y` are gathered
+# (`_intrinsics.gather_labelled`: the same loop in Numba stayed scalar, LLVM's cost model
+# declines the gathers) and its loss formed in one vector loop; and `log s` is taken in the
+# float type (`_row_loss`). Measured (float32, (6553600, 10), one thread, thread CPU time
+# per element, medians of 7, two runs each alternating with the previous version on a
+# loaded shared machine): value only, sparse labels 0.98–1.02 → 0.91–0.92 ns, soft targets
+# 1.33–1.38 → 1.30–1.36 ns; value_and_grad (not slower: phase 2 is unchanged, phase 1 lost
+# its reference counting and the scalar label loop) 1.75–1.84 → 1.68 and 2.18–2.20 →
+# 2.09–2.16 ns. benchmarks/targets.py (2 threads) was dominated by the other load (the
+# same build from 1.6× to 3× np.sum); in the two runs with the second core free, one of
+# each version, value CE 1.87 → 1.64× np.sum, CCE 1.49 → 1.32×.
+#
 # Verified in the generated code (disassembly of the loaded kernel with `perf` samples on it,
 # Numba 0.68, LLVM 22, AVX-512 host, float32): the transpose in is one `vgatherdps zmm` per
 # class and 16 rows (32-bit offsets; with 64-bit ones LLVM splits it into two `vgatherqps`),
@@ -458,12 +477,24 @@ def _probabilities_row(x, g, e, e2, how, y, kappa, trow, prm, w, scale, want_gra
 # loop is `zmm`; the only calls are Numba's reference counting at function entry and exit
 # (~1% of the time). The transpose out is unrolled scalar `vmovss` moves. On a CPU without
 # AVX2, LLVM expands the gathers into scalar loads (the tests pass with
-# NUMBA_CPU_NAME=x86-64).
+# NUMBA_CPU_NAME=x86-64). Re-checked after the value-only changes above (`inspect_asm` of
+# `_lanes_block_losses`, float32, same versions): the exponentials' loop is there twice,
+# both `zmm` FMA bodies, one storing `e_j` and the row sums, one storing the row sums only;
+# the label gathers are two `vgatherqps` (64-bit indices) per 16 rows; the row-loss loops
+# run the float32 `log` polynomial on `ymm` (8 rows a step, as wide as the float64 loss
+# arithmetic next to it on `zmm`), with no division; no call is left in the function
+# (:data:`NO_REFCOUNT`).
 
 # The two phases are compiled as functions of their own (not inlined into the kernel): LLVM
 # generates markedly better code for their short loops on their own than inside the
 # kernel's large loop body (measured: 2.1 → 1.5 ns per element for phase 1, one thread).
 OUT_OF_LINE = {**HELPER_OPTIONS, "forceinline": False}
+#: :data:`OUT_OF_LINE` without Numba's reference counting (``_nrt=False``): such a function
+#: cannot allocate (Numba refuses to compile one that does), and its array arguments and
+#: views are borrowed, so no ``NRT_incref``/``NRT_decref`` calls (atomic operations) are
+#: made at its entry and exit: 18 such calls in the logits phase 1 before, once per chunk,
+#: ~0.03 ns per element of a value-only call at C = 10 (thread CPU time, one thread).
+NO_REFCOUNT = {**OUT_OF_LINE, "_nrt": False}
 
 # rows of a thread's (_NROWS, R) row scratch: max, Σe, W, Σc·z, a, b, label, regular
 _RM, _RS, _RW, _RD, _RA, _RB, _RY, _REGULAR = range(8)
@@ -478,17 +509,28 @@ def _lane_coefficient(soft, jf, ry, kj, t, prm):
     return _class_coefficient(soft, jf == ry, (prm[_OM] + prm[_EPSC]) * kj, kj, t, prm)
 
 
-@njit(**OUT_OF_LINE)
+@helper
+def _row_loss(w, big_w, s, dot):
+    """``w·(W·log s − Σ c_j z_j)`` of a small-C row, in float64 from the row's ``W``, ``s``
+    and ``Σ c_j z_j`` in the float type; ``log s`` in the float type too (then widened),
+    which for float32 is the 16-lane polynomial without a division, not the float64 one
+    (a float64 ``log`` of the row sums, 8 lanes with a ``vdivpd``: ~0.05 ns per element
+    more at C = 10)."""
+    return w * (np.float64(big_w) * np.float64(log(s)) - np.float64(dot))
+
+
+@njit(**NO_REFCOUNT)
 def _lanes_block_losses(xs, ts, xn, tn, n_rows, c, soft, lab, wts, has_w, kappa, prm,
-                        ignore_index, xt, tt, rt, r64, lout, has_loss):
+                        ignore_index, xt, tt, rt, r64, lout, has_loss, want_grad):
     """Phase 1 of a small-C block (``xs``, ``ts``: its ``n_rows`` rows of logits and soft
     target, flattened; ``xn``, ``tn``: the next rows, prefetched; ``lab`` its labels unless
     ``soft``). Returns ``(Σ w·l over the regular
     rows, in an order fixed by n_rows (lane-wise partial sums), number of rows left to the row
-    path)``; writes ``w·l`` of the regular rows to ``lout`` (if ``has_loss``), the
-    exponentials (class-major) to ``xt``, the row sums ``s``, ``W`` to ``rt`` and the weights
-    ``w`` to ``r64[1]`` (for phase 2), and flags the rows handled here (``rt[_REGULAR]`` 1) or
-    left to the row path (0). ``tt`` receives the transposed target
+    path)``; writes ``w·l`` of the regular rows to ``lout`` (if ``has_loss``), with
+    ``want_grad`` the exponentials (class-major) to ``xt``, the row sums ``s``, ``W`` to
+    ``rt`` and the weights ``w`` to ``r64[1]`` (for phase 2; ``rt[_RA]`` and ``rt[_RB]``
+    serve as scratch here, phase 2 fills them), and flags the rows handled here
+    (``rt[_REGULAR]`` 1) or left to the row path (0). ``tt`` receives the transposed target
     (``soft``; otherwise it is any scratch of the same size, read but unused). ``r64`` is
     ``(2, R)`` float64 scratch. Reads the rows only: it runs before any gradient is written,
     so an in-place call is safe. Every per-row loop is branch-free (it vectorises)."""
@@ -528,41 +570,41 @@ def _lanes_block_losses(xs, ts, xn, tn, n_rows, c, soft, lab, wts, has_w, kappa,
             ry[r] = cast_like(np.float64(lab[r]), one)  # (in [0, C) for a regular row)
     _block_weights(wr, wts, has_w, n_rows)
     if soft or prm[_EPSC] != zero:
+        # W and Σ c_j z_j first, in a loop of their own (fewer arrays per loop)
         for j in range(c):
             kj = kappa[j]
             jf = cast_like(np.float64(j), one)
             for r in range(n_rows):
                 k = _u(j * n_rows + r)
-                z = xt[k] - rm[r]
-                ej = exp_nonpositive(z)
-                xt[k] = ej
-                rs[r] = rs[r] + ej
                 cj = _lane_coefficient(soft, jf, ry[r], kj, tt[k], prm)
                 rw[r] = rw[r] + cj
-                rd[r] = rd[r] + _times(cj, z)
-    else:
-        # one-hot: W = c_y and Σ c_j z_j = c_y·z_y, as in the row path
-        for j in range(c):
-            for r in range(n_rows):
-                k = _u(j * n_rows + r)
-                ej = exp_nonpositive(xt[k] - rm[r])
-                xt[k] = ej
-                rs[r] = rs[r] + ej
+                rd[r] = rd[r] + _times(cj, xt[k] - rm[r])
+    for j in range(c):
         for r in range(n_rows):
-            y = lab[r]
-            y = y if y != ignore_index else 0
-            cy = (prm[_OM] + prm[_EPSC]) * kappa[_u(y)]
-            rw[r] = cy
-            rd[r] = _times(cy, xs[_u(r * c + y)] - rm[r])
+            k = _u(j * n_rows + r)
+            ej = exp_nonpositive(xt[k] - rm[r])
+            if want_grad:
+                xt[k] = ej
+            rs[r] = rs[r] + ej
+    if not (soft or prm[_EPSC] != zero):
+        # one-hot: W = c_y and Σ c_j z_j = c_y·z_y, as in the row path
+        # the labels' entries and class weights gathered first (into rows of `rt` that
+        # phase 2 fills later), so that the arithmetic loop reads contiguous rows only
+        xy = rt[_RA]
+        ky = rt[_RB]
+        gather_labelled(xs, lab, c, c, xy[:n_rows])
+        gather_labelled(kappa, lab, 0, c, ky[:n_rows])
+        for r in range(n_rows):
+            cy = (prm[_OM] + prm[_EPSC]) * ky[r]
+            rw[r] = cy  # (for phase 2)
+            wl[r] = _row_loss(wr[r], cy, rs[r], _times(cy, xy[r] - rm[r]))
+        return _sum_regular_rows(wl, regular, n_rows, lout, has_loss)
     for r in range(n_rows):
-        w = wr[r]
-        big_w = np.float64(rw[r])
-        s64 = np.float64(rs[r])
-        wl[r] = w * (big_w * log(s64) - np.float64(rd[r]))
+        wl[r] = _row_loss(wr[r], rw[r], rs[r], rd[r])
     return _sum_regular_rows(wl, regular, n_rows, lout, has_loss)
 
 
-@njit(**OUT_OF_LINE)
+@njit(**NO_REFCOUNT)
 def _lanes_block_gradient(gs, n_rows, c, soft, kappa, prm, scale, xt, tt, rt, r64, buf, stream,
                           left):
     """Phase 2 of a small-C block: the gradient ``a·e_j − b·c_j`` (``a = scale·w·W/s``,
@@ -1001,7 +1043,7 @@ def _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target, weight,
                                                   q1 - q0, c, not sparse, labels[q0:q1],
                                                   weight[q0:q1], has_w, kappa, prm,
                                                   ignore_index, xt, tt, rt, r64, lout[q0:q1],
-                                                  has_loss)
+                                                  has_loss, want_grad)
             else:
                 chunk, left = _prob_block_losses(xf[q0 * c:q1 * c], xf[q1 * c:ahead * c],
                                                  q1 - q0, c, labels[q0:q1], weight[q0:q1],

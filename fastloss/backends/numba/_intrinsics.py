@@ -48,6 +48,8 @@ have bought are asked for explicitly, on exactly the operations that need them:
   class-major order with vector gathers (``llvm.masked.gather``), optionally with the row
   maxima folded in; :func:`row_sums64` — the same gathers giving only the rows' float64
   sums of ``x_j`` and ``|x_j|`` (nothing transposed is stored).
+* :func:`gather_labelled` — per row, the entry at the row's label (or the label's class
+  weight), by vector gathers with the label clamped into ``[0, c)``.
 * :func:`prefetch_lines` — software prefetch of a range of an array (``llvm.prefetch``), so
   that the memory transfer of the next rows or blocks overlaps the arithmetic on the current
   ones.
@@ -67,6 +69,7 @@ __all__ = [
     "helper",
     "cast_like",
     "fma",
+    "gather_labelled",
     "maxnum",
     "prefer_wide_vectors",
     "prefetch_lines",
@@ -314,14 +317,6 @@ def stream_copy_unfenced(typingctx, dst, src):
     once after a thread's last block, rather than once per block: each fence waits until
     the block's streamed lines have reached memory, ~4% of an elementwise kernel's time)."""
     return _stream_copy_typer(dst, src, False)
-
-
-def _splat(builder, value, vty):
-    """A vector of type ``vty`` with ``value`` in every lane."""
-    i32 = ir.IntType(32)
-    first = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(i32, 0))
-    return builder.shuffle_vector(first, ir.Constant(vty, ir.Undefined),
-                                  ir.Constant(ir.VectorType(i32, vty.count), None))
 
 
 @intrinsic
@@ -714,3 +709,74 @@ def row_sums64_pick(typingctx, src, s64, a64, lab, kappa, xy, ky, ahead, n_rows,
                                          "ahead"))
 
     return types.none(src, s64, a64, lab, kappa, xy, ky, ahead, n_rows, c), codegen
+
+
+@intrinsic
+def gather_labelled(typingctx, src, lab, stride, c, dst):
+    """``dst[r] = src[r·stride + y_r]`` for ``r`` in ``[0, dst.size)``, where ``y_r = lab[r]``
+    when ``0 ≤ lab[r] < c`` and 0 otherwise (an ignored or invalid label reads class 0), by
+    vector gathers (``llvm.masked.gather`` with 64-bit indices: two ``vgatherqps`` per 16
+    float32 with AVX-512; scalar loads on CPUs without gathers): a row's entry at its label
+    (``stride = c``) or a class weight per row (``stride = 0``). The same loop written in
+    Numba stayed scalar (no gather in its ``inspect_asm``: LLVM's cost model declines them).
+    The clamp of ``y_r`` keeps every load inside ``src`` whatever the labels hold. The
+    caller guarantees ``src.size ≥ (dst.size − 1)·stride + c`` and ``lab.size ≥ dst.size``;
+    ``c ≥ 1``. Lanes past ``dst.size`` are masked off (no load, no store)."""
+    ok = (isinstance(src, types.Array) and isinstance(dst, types.Array)
+          and isinstance(lab, types.Array)
+          and all(a.ndim == 1 and a.layout == "C" for a in (src, lab, dst))
+          and isinstance(src.dtype, types.Float) and dst.dtype == src.dtype
+          and lab.dtype == types.int64
+          and isinstance(stride, types.Integer) and isinstance(c, types.Integer))
+    if not ok:
+        return None
+
+    def codegen(context, builder, signature, args):
+        sty, lty, stry, cty, dty = signature.args
+        s = cgutils.create_struct_proxy(sty)(context, builder, value=args[0])
+        lb = cgutils.create_struct_proxy(lty)(context, builder, value=args[1])
+        d = cgutils.create_struct_proxy(dty)(context, builder, value=args[4])
+        i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
+        stride_v = context.cast(builder, args[2], stry, types.int64)
+        c_v = context.cast(builder, args[3], cty, types.int64)
+        fty = context.get_value_type(sty.dtype)
+        esize = context.get_abi_sizeof(fty)
+        lanes = 64 // esize
+        vty = ir.VectorType(fty, lanes)
+        ivty = ir.VectorType(i64, lanes)
+        mty = ir.VectorType(ir.IntType(1), lanes)
+        suffix = f"v{lanes}{'f32' if fty == _F32 else 'f64'}"
+        ptr = s.data.type
+        gather = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [ir.VectorType(ptr, lanes), i32, mty, vty]),
+            f"llvm.masked.gather.{suffix}.v{lanes}p0")
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [vty, ptr, i32, mty]),
+            f"llvm.masked.store.{suffix}.p0")
+        load_i64 = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ivty, [i64.as_pointer(), i32, mty, ivty]),
+            f"llvm.masked.load.v{lanes}i64.p0")
+        n = builder.extract_value(d.shape, 0)
+        iota = ir.Constant(ivty, list(range(lanes)))
+        zeros = ir.Constant(ivty, [0] * lanes)
+        base = _splat(builder, builder.ptrtoint(s.data, i64), ivty)
+        esz = ir.Constant(ivty, [esize] * lanes)
+        c_s = _splat(builder, c_v, ivty)
+        with cgutils.for_range_slice(builder, ir.Constant(i64, 0), n, ir.Constant(i64, lanes),
+                                     inc=True) as (r0, _):
+            mask = builder.icmp_signed("<", iota, _splat(builder, builder.sub(n, r0), ivty))
+            y = builder.call(load_i64, [builder.gep(lb.data, [r0]), ir.Constant(i32, 8), mask,
+                                        zeros])
+            # y in [0, c) (unsigned compare: a negative y is large), else 0
+            y = builder.select(builder.icmp_unsigned("<", y, c_s), y, zeros)
+            rows = builder.add(_splat(builder, r0, ivty), iota)
+            idx = builder.add(builder.mul(rows, _splat(builder, stride_v, ivty)), y)
+            ptrs = builder.inttoptr(builder.add(base, builder.mul(idx, esz)),
+                                    ir.VectorType(ptr, lanes))
+            v = builder.call(gather, [ptrs, ir.Constant(i32, esize), mask,
+                                      ir.Constant(vty, None)])
+            builder.call(store, [v, builder.gep(d.data, [r0]), ir.Constant(i32, esize), mask])
+        return context.get_dummy_value()
+
+    return types.none(src, lab, stride, c, dst), codegen

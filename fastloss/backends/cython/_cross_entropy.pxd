@@ -70,7 +70,7 @@ cdef extern from "_fastmath.h":
 
 from fastloss.backends.cython._fastmath cimport (
     abs_, exp_nonpos, fl_log, fl_prefetch, fl_sum_rows_f64, fl_prob_grad_term, fl_prob_loss_term, lane_max,
-    lane_sum, shifted, short_row_sums, stream_copy, stream_scale,
+    gather_cols, lane_sum, shifted, short_row_sums, stream_copy, stream_scale,
     transpose_in_max, transpose_out,
 )
 from fastloss.backends.cython._modes cimport Mode, Soft, Sparse, Target, WithGrad
@@ -685,7 +685,12 @@ cdef inline double ce_probabilities_block(
     cdef double* ly = rows + 3 * R
     cdef double* gy = rows + 4 * R
     cdef int* lab = <int*>(rows + 5 * R)   # the label, -1 for a skipped row
+    cdef int* col = lab + R                # the label, class 0 for a skipped row
     cdef double* wrow = rows + 6 * R       # sample weight
+    # x_y and κ_y, gathered into arrays of their own (so the loops vectorise), in rows that
+    # are written only after they are read
+    cdef floating* xy = <floating*>wrow
+    cdef floating* ky = <floating*>lrow
     cdef int jl
     cdef const floating* xb = pred + r0 * C
 
@@ -718,10 +723,12 @@ cdef inline double ce_probabilities_block(
                 bad[0] = 1
             for r in range(R):
                 jl = lab[r] if lab[r] >= 0 else 0
-                qy[r] = xb[r * C + jl] / ssum[r]
-                ly[r] = coefficient(kappa[jl], 1.0, keep_t, eps_c)
+                col[r] = jl
+                ky[r] = kappa[jl]
+            gather_cols(xb, C, R, col, xy)
             for r in range(R):
-                c = ly[r]
+                qy[r] = xy[r] / ssum[r]
+                c = coefficient(ky[r], 1.0, keep_t, eps_c)
                 ly[r] = fl_prob_loss_term(qy[r], c, lo, hi)
                 if Mode is WithGrad:
                     gy[r] = fl_prob_grad_term(qy[r], c, lo, hi)

@@ -654,6 +654,59 @@ FL_INLINE void fl_short_row_sums_f32(const float *x, ptrdiff_t C, ptrdiff_t R, d
         S[r] = fl_sum_f32(x + r * C, C);
 }
 
+/* out[r] = x[r*C + col[r]] for R rows of C values, a column index per row, col[r] in
+ * [0, C) (the caller's to check); r*C + C must fit an int32 (a kernel block). With
+ * AVX2/AVX-512 a hardware gather per vector of rows (GCC does not vectorise this loop: its
+ * index arithmetic may wrap under -fwrapv, which Python's flags add); the rest scalar. */
+#define FL_DEFINE_GATHER_COLS(NAME, T)                                                     \
+    FL_INLINE void NAME(const T *x, ptrdiff_t C, ptrdiff_t R, const int32_t *col, T *out)  \
+    {                                                                                      \
+        ptrdiff_t r = 0;                                                                   \
+        FL__GATHER_COLS_##T                                                                \
+        for (; r < R; r++)                                                                 \
+            out[r] = x[r * C + col[r]];                                                    \
+    }
+#if defined(__AVX512F__)
+#define FL__GATHER_COLS_float                                                              \
+    const __m512i step = _mm512_set1_epi32((int32_t)(16 * C));                             \
+    __m512i base = _mm512_mullo_epi32(                                                     \
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),          \
+        _mm512_set1_epi32((int32_t)C));                                                    \
+    for (; r + 16 <= R; r += 16, base = _mm512_add_epi32(base, step)) {                    \
+        __m512i idx = _mm512_add_epi32(base, _mm512_loadu_si512((const void *)(col + r))); \
+        _mm512_storeu_ps(out + r, _mm512_i32gather_ps(idx, x, 4));                         \
+    }
+#define FL__GATHER_COLS_double                                                             \
+    const __m256i step = _mm256_set1_epi32((int32_t)(8 * C));                              \
+    __m256i base = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),           \
+                                      _mm256_set1_epi32((int32_t)C));                      \
+    for (; r + 8 <= R; r += 8, base = _mm256_add_epi32(base, step)) {                      \
+        __m256i idx = _mm256_add_epi32(base, _mm256_loadu_si256((const __m256i *)(col + r))); \
+        _mm512_storeu_pd(out + r, _mm512_i32gather_pd(idx, x, 8));                         \
+    }
+#elif defined(__AVX2__)
+#define FL__GATHER_COLS_float                                                              \
+    const __m256i step = _mm256_set1_epi32((int32_t)(8 * C));                              \
+    __m256i base = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),           \
+                                      _mm256_set1_epi32((int32_t)C));                      \
+    for (; r + 8 <= R; r += 8, base = _mm256_add_epi32(base, step)) {                      \
+        __m256i idx = _mm256_add_epi32(base, _mm256_loadu_si256((const __m256i *)(col + r))); \
+        _mm256_storeu_ps(out + r, _mm256_i32gather_ps(x, idx, 4));                         \
+    }
+#define FL__GATHER_COLS_double                                                             \
+    const __m128i step = _mm_set1_epi32((int32_t)(4 * C));                                 \
+    __m128i base = _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32((int32_t)C)); \
+    for (; r + 4 <= R; r += 4, base = _mm_add_epi32(base, step)) {                         \
+        __m128i idx = _mm_add_epi32(base, _mm_loadu_si128((const __m128i *)(col + r)));    \
+        _mm256_storeu_pd(out + r, _mm256_i32gather_pd(x, idx, 8));                         \
+    }
+#else
+#define FL__GATHER_COLS_float
+#define FL__GATHER_COLS_double
+#endif
+FL_DEFINE_GATHER_COLS(fl_gather_cols_f32, float)
+FL_DEFINE_GATHER_COLS(fl_gather_cols_f64, double)
+
 FL_INLINE void fl_short_row_sums_f64(const double *x, ptrdiff_t C, ptrdiff_t R, double *S)
 {
     ptrdiff_t r = 0;

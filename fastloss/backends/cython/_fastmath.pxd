@@ -34,6 +34,8 @@ cdef extern from "_fastmath.h" nogil:
                               float* out)
     void fl_transpose_out_f64(const double* xt, Py_ssize_t S, Py_ssize_t C, Py_ssize_t R,
                               double* out)
+    void fl_gather_cols_f32(const float* x, Py_ssize_t C, Py_ssize_t R, const int* col, float* out)
+    void fl_gather_cols_f64(const double* x, Py_ssize_t C, Py_ssize_t R, const int* col, double* out)
     void fl_short_row_sums_f32(const float* x, Py_ssize_t C, Py_ssize_t R, double* S)
     void fl_short_row_sums_f64(const double* x, Py_ssize_t C, Py_ssize_t R, double* S)
     void fl_prefetch(const void* p, Py_ssize_t nbytes, int write)
@@ -181,3 +183,12 @@ cdef inline void short_row_sums(const floating* x, Py_ssize_t C, Py_ssize_t R,
         fl_short_row_sums_f32(x, C, R, S)
     else:
         fl_short_row_sums_f64(x, C, R, S)
+
+
+cdef inline void gather_cols(const floating* x, Py_ssize_t C, Py_ssize_t R, const int* col,
+                             floating* out) noexcept nogil:
+    """out[r] = x[r·C + col[r]], col[r] in [0, C), R·C + C < 2^31 (see _fastmath.h)."""
+    if floating is float:
+        fl_gather_cols_f32(x, C, R, col, out)
+    else:
+        fl_gather_cols_f64(x, C, R, col, out)

@@ -570,46 +570,92 @@ cdef inline bint ce_probabilities_label_row(
     return True
 
 
+cdef inline Py_ssize_t ce_probabilities_scratch(
+    Py_ssize_t C, Py_ssize_t R, bint sparse, bint with_grad
+) noexcept nogil:
+    """Values of scratch a block of ce_probabilities_block needs: the transposed targets of
+    ce_probabilities_short_value (dense, value only, C < FL_LANES), else none."""
+    return R * C if (not sparse) and (not with_grad) and C < FL_LANES else 0
+
+
 cdef inline double ce_probabilities_short_value(
     const CEParams* a, Py_ssize_t r0, Py_ssize_t R,
     const floating* pred, const floating* target, const floating* kappa,
-    floating* loss_out, double* rows,
+    floating* loss_out, double* rows, floating* scratch,
 ) noexcept nogil:
-    """Value only, dense targets, C < FL_LANES: the general loop's loss (ce_probabilities_block)
-    a class at a time over the block's rows, given the row sums S in ``rows[R:2R]``: every
-    term ``c_j log q̂_j``, added in lane_sum's two chains (even classes, odd classes). In a
-    regular row the general loop adds c_j = ±0 where this adds ``c_j log q̂_j = ±0`` (module
-    docstring): the same partial sums, so the same bits as value_and_grad's value
-    (tests/test_conformance.py, test_value_and_grad_equals_separate_calls; it failed while
-    GCC fused the multiply into the sum). Measured (float32, (65536, 10), one-hot, one
-    thread, CPU time): 3.99 -> 3.04 ns per element (np.sum 0.26)."""
+    """Value only, dense targets, C < FL_LANES: the general loop's loss (ce_probabilities_row)
+    of the block's rows, given the row sums S in ``rows[R:2R]``, a class at a time over the
+    rows of the transposed targets (``scratch``: R·C values).
+
+    First the coefficients c_j, per row their sum, their number of nonzero ones and the sum
+    of those ones' classes (adds, no selects: one vector loop). Where every row of the block is regular with at most one nonzero c_j (one-hot
+    targets), a row's loss is ``-w·(0 + c_k log q̂_k)`` for that class k (c_k = 0 where there
+    is none): in a regular row every other term is ``±0``, which changes none of lane_sum's
+    partial sums (module docstring), so its two chains are ``0 + c_k log q̂_k`` and +0: one
+    log per row. Otherwise every term ``c_j log q̂_j``, added in lane_sum's two chains (even
+    classes, odd classes), as the general loop adds them (in a regular row it adds c_j = ±0
+    where this adds ``c_j log q̂_j = ±0``): the same partial sums, so the same bits as
+    value_and_grad's value (tests/test_conformance.py, test_value_and_grad_equals_separate_calls;
+    it failed while GCC fused the multiply into the sum). Measured (float32, (65536, 10),
+    one-hot, one thread, CPU time), every term: 3.99 -> 3.04 ns per element (np.sum 0.26)."""
     cdef Py_ssize_t C = a.C, r, j
     cdef double* lrow = rows
     cdef double* ssum = rows + R
     cdef double* even = rows + 2 * R
     cdef double* odd = rows + 3 * R
+    # Per row, the sums Σ c_j, Σ [c_j != 0] and Σ j·[c_j != 0]: with at most one nonzero
+    # c_k, c_k (or ±0: then 0 below) and k; the class, as int, and its x.
+    cdef double* csel = rows + 2 * R
+    cdef double* cnt = rows + 3 * R
+    cdef double* jsel = rows + 4 * R
+    cdef int* sel = <int*>(rows + 5 * R)
+    cdef floating* xs = <floating*>(rows + 6 * R)
+    cdef floating* tt = scratch          # tt[j·R + r] = target[(r0 + r)·C + j]
     cdef double* acc
-    cdef const floating* xb
-    cdef const floating* tb
+    cdef const floating* xb = pred + r0 * C
+    cdef const floating* tcol
     cdef floating kj
     cdef double keep_t = 1 - a.smoothing, eps_c = a.smoothing / C
-    cdef double lo = a.lo, hi = a.hi, w
+    cdef double lo = a.lo, hi = a.hi, w, c
+    cdef bint one_term = (lo > 0) & (hi > 0) & (hi < INFINITY)   # finite logs
+    transpose_in_max(target + r0 * C, C, R, tt, R, <floating*>(rows + 6 * R))   # (max unused)
     for r in range(R):
-        even[r] = 0
-        odd[r] = 0
+        csel[r] = 0
+        cnt[r] = 0
+        jsel[r] = 0
     for j in range(C):
-        acc = even if j % 2 == 0 else odd
-        xb = pred + r0 * C + j
-        tb = target + r0 * C + j
         kj = kappa[j]
+        tcol = tt + j * R
         for r in range(R):
-            lrow[r] = fl_prob_loss_term(
-                xb[r * C] / ssum[r], coefficient(kj, tb[r * C], keep_t, eps_c), lo, hi)
-        for r in range(R):      # a loop of its own: no fused multiply-add into the sum
-            acc[r] += lrow[r]
+            c = coefficient(kj, tcol[r], keep_t, eps_c)
+            csel[r] += c
+            cnt[r] += 1 if c != 0 else 0
+            jsel[r] += <double>j if c != 0 else 0
     for r in range(R):
-        w = 1 if a.weight == NULL else a.weight[r0 + r]
-        lrow[r] = -w * (even[r] + odd[r])
+        one_term &= (cnt[r] <= 1) & regular_sum(ssum[r])
+    if one_term:
+        for r in range(R):
+            sel[r] = <int>jsel[r]
+        gather_cols(xb, C, R, sel, xs)
+        for r in range(R):
+            w = 1 if a.weight == NULL else a.weight[r0 + r]
+            lrow[r] = -w * (0.0 + fl_prob_loss_term(xs[r] / ssum[r], csel[r], lo, hi))
+    else:
+        for r in range(R):
+            even[r] = 0
+            odd[r] = 0
+        for j in range(C):
+            acc = even if j % 2 == 0 else odd
+            kj = kappa[j]
+            tcol = tt + j * R
+            for r in range(R):
+                lrow[r] = fl_prob_loss_term(
+                    xb[r * C + j] / ssum[r], coefficient(kj, tcol[r], keep_t, eps_c), lo, hi)
+            for r in range(R):      # a loop of its own: no fused multiply-add into the sum
+                acc[r] += lrow[r]
+        for r in range(R):
+            w = 1 if a.weight == NULL else a.weight[r0 + r]
+            lrow[r] = -w * (even[r] + odd[r])
     if loss_out != NULL:
         for r in range(R):
             loss_out[r0 + r] = <floating>lrow[r]
@@ -661,8 +707,9 @@ cdef inline double ce_probabilities_block(
 ) noexcept nogil:
     """Σ of the weighted losses of rows [r0, r1) from probabilities (module docstring).
 
-    Same buffers as :func:`ce_logits_block` (``scratch`` unused). ``grad`` may be ``pred``:
-    a row's x is read by the first two loops and overwritten only by the last one.
+    Same buffers as :func:`ce_logits_block`, ``scratch`` of ce_probabilities_scratch values.
+    ``grad`` may be ``pred``: a row's x is read by the first two loops and overwritten only by
+    the last one.
     """
     cdef Py_ssize_t C = a.C, R = r1 - r0, r, j, i
     cdef double* clog = tmp          # c_j·log q̂_j, then g_j·q_j
@@ -707,7 +754,8 @@ cdef inline double ce_probabilities_block(
             ssum[r] = lane_sum(pred + (r0 + r) * C, C)
     if Target is not Sparse and Mode is not WithGrad:
         if C < FL_LANES:
-            return ce_probabilities_short_value(a, r0, R, pred, target, kappa, loss_out, rows)
+            return ce_probabilities_short_value(
+                a, r0, R, pred, target, kappa, loss_out, rows, scratch)
     if Target is Sparse:
         if label_only and finite_logs:
             # The label, or -1 for a skipped row (a label outside [0, C) other than

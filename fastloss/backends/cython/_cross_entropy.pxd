@@ -587,8 +587,8 @@ cdef inline double ce_probabilities_short_value(
     of the block's rows, given the row sums S in ``rows[R:2R]``, a class at a time over the
     rows of the transposed targets (``scratch``: R·C values).
 
-    First the coefficients c_j, per row their sum, their number of nonzero ones and the sum
-    of those ones' classes (adds, no selects: one vector loop). Where every row of the block is regular with at most one nonzero c_j (one-hot
+    First the coefficients c_j, per row their sum and a code of the number and classes of the
+    nonzero ones (adds, no selects: one vector loop). Where every row of the block is regular with at most one nonzero c_j (one-hot
     targets), a row's loss is ``-w·(0 + c_k log q̂_k)`` for that class k (c_k = 0 where there
     is none): in a regular row every other term is ``±0``, which changes none of lane_sum's
     partial sums (module docstring), so its two chains are ``0 + c_k log q̂_k`` and +0: one
@@ -603,11 +603,11 @@ cdef inline double ce_probabilities_short_value(
     cdef double* ssum = rows + R
     cdef double* even = rows + 2 * R
     cdef double* odd = rows + 3 * R
-    # Per row, the sums Σ c_j, Σ [c_j != 0] and Σ j·[c_j != 0]: with at most one nonzero
-    # c_k, c_k (or ±0: then 0 below) and k; the class, as int, and its x.
+    # Per row, the sums Σ c_j and Σ (1 + 16j)·[c_j != 0] (exact: below 2^12), whose low 4
+    # bits count the nonzero c_j (C < 16); with at most one nonzero c_k, c_k (or ±0: then 0
+    # below) and 16k (+ 1); then the class, as int, and its x.
     cdef double* csel = rows + 2 * R
-    cdef double* cnt = rows + 3 * R
-    cdef double* jsel = rows + 4 * R
+    cdef double* code = rows + 3 * R
     cdef int* sel = <int*>(rows + 5 * R)
     cdef floating* xs = <floating*>(rows + 6 * R)
     cdef floating* tt = scratch          # tt[j·R + r] = target[(r0 + r)·C + j]
@@ -616,26 +616,27 @@ cdef inline double ce_probabilities_short_value(
     cdef const floating* tcol
     cdef floating kj
     cdef double keep_t = 1 - a.smoothing, eps_c = a.smoothing / C
-    cdef double lo = a.lo, hi = a.hi, w, c
+    cdef double lo = a.lo, hi = a.hi, w, c, step
     cdef bint one_term = (lo > 0) & (hi > 0) & (hi < INFINITY)   # finite logs
     transpose_in_max(target + r0 * C, C, R, tt, R, <floating*>(rows + 6 * R))   # (max unused)
     for r in range(R):
         csel[r] = 0
-        cnt[r] = 0
-        jsel[r] = 0
+        code[r] = 0
     for j in range(C):
         kj = kappa[j]
         tcol = tt + j * R
+        step = 1 + 16 * j
         for r in range(R):
             c = coefficient(kj, tcol[r], keep_t, eps_c)
             csel[r] += c
-            cnt[r] += 1 if c != 0 else 0
-            jsel[r] += <double>j if c != 0 else 0
+            code[r] += step if c != 0 else 0
     for r in range(R):
-        one_term &= (cnt[r] <= 1) & regular_sum(ssum[r])
+        sel[r] = <int>code[r]
+    for r in range(R):
+        one_term &= ((sel[r] & 15) <= 1) & regular_sum(ssum[r])
     if one_term:
         for r in range(R):
-            sel[r] = <int>jsel[r]
+            sel[r] = sel[r] >> 4
         gather_cols(xb, C, R, sel, xs)
         for r in range(R):
             w = 1 if a.weight == NULL else a.weight[r0 + r]

@@ -654,6 +654,18 @@ FL_INLINE void fl_short_row_sums_f32(const float *x, ptrdiff_t C, ptrdiff_t R, d
         S[r] = fl_sum_f32(x + r * C, C);
 }
 
+/* Reads [p, p + bytes) with contiguous vector loads (a max of 32-bit words, returned so that
+ * the loads stay): brings a block into L1 before gathers read it. */
+FL_INLINE uint32_t fl_touch(const void *p, ptrdiff_t bytes)
+{
+    const uint32_t *w = (const uint32_t *)p;
+    uint32_t m = 0;
+    ptrdiff_t n = bytes / 4;
+    for (ptrdiff_t i = 0; i < n; i += 16)
+        m = w[i] > m ? w[i] : m;
+    return m;
+}
+
 /* out[r] = x[r*C + col[r]] for R rows of C values, a column index per row, col[r] in
  * [0, C) (the caller's to check); r*C + C must fit an int32 (a kernel block). With
  * AVX2/AVX-512 a hardware gather per vector of rows (GCC does not vectorise this loop: its

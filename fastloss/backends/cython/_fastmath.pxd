@@ -36,6 +36,7 @@ cdef extern from "_fastmath.h" nogil:
                               double* out)
     void fl_gather_cols_f32(const float* x, Py_ssize_t C, Py_ssize_t R, const int* col, float* out)
     void fl_gather_cols_f64(const double* x, Py_ssize_t C, Py_ssize_t R, const int* col, double* out)
+    unsigned int fl_touch(const void* p, Py_ssize_t nbytes)
     void fl_short_row_sums_f32(const float* x, Py_ssize_t C, Py_ssize_t R, double* S)
     void fl_short_row_sums_f64(const double* x, Py_ssize_t C, Py_ssize_t R, double* S)
     void fl_prefetch(const void* p, Py_ssize_t nbytes, int write)

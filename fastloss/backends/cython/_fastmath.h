@@ -654,15 +654,16 @@ FL_INLINE void fl_short_row_sums_f32(const float *x, ptrdiff_t C, ptrdiff_t R, d
         S[r] = fl_sum_f32(x + r * C, C);
 }
 
-/* Reads [p, p + bytes) with contiguous vector loads (a max of 32-bit words, returned so that
- * the loads stay): brings a block into L1 before gathers read it. */
-FL_INLINE uint32_t fl_touch(const void *p, ptrdiff_t bytes)
+/* Reads one byte of every 64 in [p, p + bytes) (as unsigned char: no aliasing question),
+ * in address order, and returns their max so that the loads stay: brings a block into the
+ * cache with ordinary loads, which the hardware prefetchers follow, before gathers read it.
+ * Nothing outside [p, p + bytes) is read. */
+FL_INLINE unsigned int fl_touch(const void *p, ptrdiff_t bytes)
 {
-    const uint32_t *w = (const uint32_t *)p;
-    uint32_t m = 0;
-    ptrdiff_t n = bytes / 4;
-    for (ptrdiff_t i = 0; i < n; i += 16)
-        m = w[i] > m ? w[i] : m;
+    const unsigned char *c = (const unsigned char *)p;
+    unsigned int m = 0;
+    for (ptrdiff_t i = 0; i < bytes; i += 64)
+        m = c[i] > m ? c[i] : m;
     return m;
 }
 

@@ -69,8 +69,8 @@ cdef extern from "_fastmath.h":
     enum: FL_LANES   # lane_sum's lanes; shorter rows are added in two chains
 
 from fastloss.backends.cython._fastmath cimport (
-    abs_, exp_nonpos, fl_log, fl_prefetch, fl_prob_grad_term, fl_prob_loss_term, lane_max,
-    lane_sum, shifted, stream_copy, stream_scale,
+    abs_, exp_nonpos, fl_log, fl_prefetch, fl_sum_rows_f64, fl_touch, fl_prob_grad_term, fl_prob_loss_term, lane_max,
+    gather_cols, lane_sum, shifted, short_row_sums, stream_copy, stream_scale,
     transpose_in_max, transpose_out,
 )
 from fastloss.backends.cython._modes cimport Mode, Soft, Sparse, Target, WithGrad
@@ -574,50 +574,137 @@ cdef inline bint ce_probabilities_label_row(
     return True
 
 
+cdef inline Py_ssize_t ce_probabilities_scratch(
+    Py_ssize_t C, Py_ssize_t R, bint sparse, bint with_grad
+) noexcept nogil:
+    """Values of scratch a block of ce_probabilities_block needs: the transposed targets of
+    ce_probabilities_short_value (dense, value only, C < FL_LANES), else none."""
+    return R * C if (not sparse) and (not with_grad) and C < FL_LANES else 0
+
+
 cdef inline double ce_probabilities_short_value(
     const CEParams* a, Py_ssize_t r0, Py_ssize_t R,
     const floating* pred, const floating* target, const floating* kappa,
-    floating* loss_out, double* rows,
+    floating* loss_out, double* rows, floating* scratch,
 ) noexcept nogil:
-    """Value only, dense targets, C < FL_LANES: the general loop's loss (ce_probabilities_block)
-    a class at a time over the block's rows, given the row sums S in ``rows[R:2R]``: every
-    term ``c_j log q̂_j``, added in lane_sum's two chains (even classes, odd classes). In a
-    regular row the general loop adds c_j = ±0 where this adds ``c_j log q̂_j = ±0`` (module
-    docstring): the same partial sums, so the same bits as value_and_grad's value
-    (tests/test_conformance.py, test_value_and_grad_equals_separate_calls; it failed while
-    GCC fused the multiply into the sum). Measured (float32, (65536, 10), one-hot, one
-    thread, CPU time): 3.99 -> 3.04 ns per element (np.sum 0.26)."""
+    """Value only, dense targets, C < FL_LANES: the general loop's loss (ce_probabilities_row)
+    of the block's rows, given the row sums S in ``rows[R:2R]``, a class at a time over the
+    rows of the transposed targets (``scratch``: R·C values).
+
+    First the coefficients c_j, per row their sum and a code of the number and classes of the
+    nonzero ones (adds, no selects: one vector loop). Where every row of the block is regular with at most one nonzero c_j (one-hot
+    targets), a row's loss is ``-w·(0 + c_k log q̂_k)`` for that class k (c_k = 0 where there
+    is none): in a regular row every other term is ``±0``, which changes none of lane_sum's
+    partial sums (module docstring), so its two chains are ``0 + c_k log q̂_k`` and +0: one
+    log per row. Otherwise every term ``c_j log q̂_j``, added in lane_sum's two chains (even
+    classes, odd classes), as the general loop adds them (in a regular row it adds c_j = ±0
+    where this adds ``c_j log q̂_j = ±0``): the same partial sums, so the same bits as
+    value_and_grad's value (tests/test_conformance.py, test_value_and_grad_equals_separate_calls;
+    it failed while GCC fused the multiply into the sum). Measured (float32, (65536, 10),
+    one-hot, one thread, CPU time), every term: 3.99 -> 3.04 ns per element (np.sum 0.26);
+    (655360, 10), one thread, AVX-512, per row: every term (strided loads) 33 ns, one log
+    per row with a select per class 23.5 ns, with the sums (no selects) about 0.53× the
+    every-term time on a loaded machine; the count and class in one sum, 0.87× that again.
+    The time left is mostly in the gathers of the first touch of x and t (perf)."""
     cdef Py_ssize_t C = a.C, r, j
     cdef double* lrow = rows
     cdef double* ssum = rows + R
     cdef double* even = rows + 2 * R
     cdef double* odd = rows + 3 * R
+    # Per row, the sums Σ c_j and Σ (1 + 16j)·[c_j != 0] (exact: below 2^12), whose low 4
+    # bits count the nonzero c_j (C < 16); with at most one nonzero c_k, c_k (or ±0: then 0
+    # below) and 16k (+ 1); then the class, as int, and its x.
+    cdef double* csel = rows + 2 * R
+    cdef double* code = rows + 3 * R
+    cdef int* sel = <int*>(rows + 5 * R)
+    cdef floating* xs = <floating*>(rows + 6 * R)
+    cdef floating* tt = scratch          # tt[j·R + r] = target[(r0 + r)·C + j]
     cdef double* acc
-    cdef const floating* xb
-    cdef const floating* tb
+    cdef const floating* xb = pred + r0 * C
+    cdef const floating* tcol
     cdef floating kj
     cdef double keep_t = 1 - a.smoothing, eps_c = a.smoothing / C
-    cdef double lo = a.lo, hi = a.hi, w
+    cdef double lo = a.lo, hi = a.hi, w, c, step
+    cdef bint one_term = (lo > 0) & (hi > 0) & (hi < INFINITY)   # finite logs
+    transpose_in_max(target + r0 * C, C, R, tt, R, <floating*>(rows + 6 * R))   # (max unused)
     for r in range(R):
-        even[r] = 0
-        odd[r] = 0
+        csel[r] = 0
+        code[r] = 0
     for j in range(C):
-        acc = even if j % 2 == 0 else odd
-        xb = pred + r0 * C + j
-        tb = target + r0 * C + j
         kj = kappa[j]
+        tcol = tt + j * R
+        step = 1 + 16 * j
         for r in range(R):
-            lrow[r] = fl_prob_loss_term(
-                xb[r * C] / ssum[r], coefficient(kj, tb[r * C], keep_t, eps_c), lo, hi)
-        for r in range(R):      # a loop of its own: no fused multiply-add into the sum
-            acc[r] += lrow[r]
+            c = coefficient(kj, tcol[r], keep_t, eps_c)
+            csel[r] += c
+            code[r] += step if c != 0 else 0
     for r in range(R):
-        w = 1 if a.weight == NULL else a.weight[r0 + r]
-        lrow[r] = -w * (even[r] + odd[r])
+        sel[r] = <int>code[r]
+    for r in range(R):
+        one_term &= ((sel[r] & 15) <= 1) & regular_sum(ssum[r])
+    if one_term:
+        for r in range(R):
+            sel[r] = sel[r] >> 4
+        gather_cols(xb, C, R, sel, xs)
+        for r in range(R):
+            w = 1 if a.weight == NULL else a.weight[r0 + r]
+            lrow[r] = -w * (0.0 + fl_prob_loss_term(xs[r] / ssum[r], csel[r], lo, hi))
+    else:
+        for r in range(R):
+            even[r] = 0
+            odd[r] = 0
+        for j in range(C):
+            acc = even if j % 2 == 0 else odd
+            kj = kappa[j]
+            tcol = tt + j * R
+            for r in range(R):
+                lrow[r] = fl_prob_loss_term(
+                    xb[r * C + j] / ssum[r], coefficient(kj, tcol[r], keep_t, eps_c), lo, hi)
+            for r in range(R):      # a loop of its own: no fused multiply-add into the sum
+                acc[r] += lrow[r]
+        for r in range(R):
+            w = 1 if a.weight == NULL else a.weight[r0 + r]
+            lrow[r] = -w * (even[r] + odd[r])
     if loss_out != NULL:
         for r in range(R):
             loss_out[r0 + r] = <floating>lrow[r]
-    return lane_sum(lrow, R)
+    return fl_sum_rows_f64(lrow, R)
+
+
+cdef inline double ce_probabilities_row(
+    const CEParams* a, const Target* target_kind, const Mode* mode,
+    const floating* x, const floating* t, long long y, double S, bint regular, double w,
+    const floating* kappa, floating* out, double* clog, double* g,
+) noexcept nogil:
+    """The general loop of one row from probabilities (module docstring): returns the
+    weighted loss ``-w·Σ c_j log q̂_j`` and, with the gradient, writes the row's ``out``
+    (which may be x: written after every read). ``clog``, ``g``: C doubles each. In a
+    regular row a term with c = 0 is ±0 (c itself stays), which changes no partial sum of
+    lane_sum: left out, without its log."""
+    cdef Py_ssize_t C = a.C, j
+    cdef double c, gq, f, loss
+    cdef double keep_t = 1 - a.smoothing, eps_c = a.smoothing / C
+    cdef double lo = a.lo, hi = a.hi
+    for j in range(C):
+        if Target is Sparse:
+            c = coefficient(kappa[j], 1.0 if j == y else 0.0, keep_t, eps_c)
+        else:
+            c = coefficient(kappa[j], t[j], keep_t, eps_c)
+        clog[j] = c
+        if Mode is WithGrad:
+            g[j] = fl_prob_grad_term(x[j] / S, c, lo, hi)
+    for j in range(C):
+        if not regular or clog[j] != 0:
+            clog[j] = fl_prob_loss_term(x[j] / S, clog[j], lo, hi)
+    loss = -w * lane_sum(clog, C)
+    if Mode is WithGrad:
+        for j in range(C):
+            clog[j] = g[j] * (x[j] / S)
+        gq = lane_sum(clog, C)
+        f = a.scale * w / S
+        for j in range(C):
+            out[j] = <floating>(f * (g[j] - gq))
+    return loss
 
 
 cdef inline double ce_probabilities_block(
@@ -629,21 +716,22 @@ cdef inline double ce_probabilities_block(
 ) noexcept nogil:
     """Σ of the weighted losses of rows [r0, r1) from probabilities (module docstring).
 
-    Same buffers as :func:`ce_logits_block` (``scratch`` unused). ``grad`` may be ``pred``:
-    a row's x is read by the first two loops and overwritten only by the last one.
+    Same buffers as :func:`ce_logits_block`, ``scratch`` of ce_probabilities_scratch values.
+    ``grad`` may be ``pred``: a row's x is read by the first two loops and overwritten only by
+    the last one.
     """
     cdef Py_ssize_t C = a.C, R = r1 - r0, r, j, i
     cdef double* clog = tmp          # c_j·log q̂_j, then g_j·q_j
     cdef double* g = tmp + C         # g_j
     cdef double* lrow = rows
     cdef const floating* x
-    cdef const floating* t
+    cdef const floating* t = NULL
     cdef floating* out = NULL
-    cdef long long y = 0
-    cdef double S, c, gq, w, f
+    cdef long long y = 0, ignore = a.ignore_index
+    cdef double S, w, c
     cdef double keep_t = 1 - a.smoothing, eps_c = a.smoothing / C
     cdef double lo = a.lo, hi = a.hi, scale = a.scale
-    cdef bint regular
+    cdef bint regular, valid, invalid = False, irregular = False
     # log q̂ is finite for every finite q (q̂ in [lo, hi]) only with 0 < lo, hi < inf.
     cdef bint finite_logs = (lo > 0) & (hi > 0) & (hi < INFINITY)
     # Sparse labels: c_j = 0 off the label (no smoothing, every κ_j finite: Σκ is).
@@ -652,54 +740,89 @@ cdef inline double ce_probabilities_block(
     cdef double* qy = rows + 2 * R   # sparse labels: q_y, c_y log q̂_y, g_y
     cdef double* ly = rows + 3 * R
     cdef double* gy = rows + 4 * R
-    cdef Py_ssize_t jl
-    cdef const floating* xb
+    cdef int* lab = <int*>(rows + 5 * R)   # the label, -1 for a skipped row
+    cdef int* col = lab + R                # the label, class 0 for a skipped row
+    cdef double* wrow = rows + 6 * R       # sample weight
+    # x_y and κ_y, gathered into arrays of their own (so the loops vectorise), in rows that
+    # are written only after they are read
+    cdef floating* xy = <floating*>wrow
+    cdef floating* ky = <floating*>lrow
+    cdef int jl
+    cdef const floating* xb = pred + r0 * C
 
     # The row sums first, in loops of their own: each is a chain of dependent additions,
     # and here those of several rows overlap. A short row (C < FL_LANES) is added as
-    # lane_sum adds it, in two chains (even and odd classes, the last odd one to the even
-    # chain), here one class at a time over the block's rows: loops over r without a
-    # dependency. Measured (float32, (6553600, 10), sparse, value only, one thread): 122 ->
-    # 92 ms (np.sum 19 ms).
+    # lane_sum adds it, in two chains (even and odd classes), the rows of a vector at a time
+    # (short_row_sums: gathers of one class). Measured (float32, (6553600, 10), sparse,
+    # value only, one thread): 122 -> 92 ms (np.sum 19 ms) with loops a class at a time over
+    # the rows, which GCC vectorised with a scalar load per element. With the gathers, and
+    # the value-only rows below in vector loops (float32, (655360, 10), sparse, one thread,
+    # AVX-512, CPU time per row, two runs): 13.2 / 14.6 -> 8.1 / 8.2 ns (np.sum of the
+    # same bytes ~4 ns); value_and_grad 17.5 / 18.3 -> 15.6 / 16.3 ns. A prefetch of the next
+    # block's inputs spread over the row sums (4 pieces) changed nothing measurable (8.4 ->
+    # 8.7 ns, dense 15.9 -> 15.8 ns; (3276800, 10)): not kept.
     if C < FL_LANES:
-        for r in range(R):
-            ssum[r] = 0
-            qy[r] = 0
-        j = 0
-        while j + 2 <= C:
-            xb = pred + r0 * C + j
-            for r in range(R):
-                ssum[r] += xb[r * C]
-                qy[r] += xb[r * C + 1]
-            j += 2
-        if j < C:
-            xb = pred + r0 * C + j
-            for r in range(R):
-                ssum[r] += xb[r * C]
-        for r in range(R):
-            ssum[r] = ssum[r] + qy[r]
+        if Target is Sparse:
+            # The block's x read first with contiguous loads (fl_touch), then by the gathers
+            # from L1. Measured (float32, (3276800, 10), value only, one thread, AVX-512, CPU
+            # time per row, two runs): sparse 9.0 / 9.1 -> 8.1 / 8.1 ns; dense targets (x
+            # alone, or x and t) 12.5 -> 13.1 / 13.8 ns: not there.
+            lab[0] = <int>fl_touch(xb, R * C * sizeof(floating))   # (kept: used)
+        short_row_sums(xb, C, R, ssum)
     else:
         for r in range(R):
             ssum[r] = lane_sum(pred + (r0 + r) * C, C)
     if Target is not Sparse and Mode is not WithGrad:
         if C < FL_LANES:
-            return ce_probabilities_short_value(a, r0, R, pred, target, kappa, loss_out, rows)
+            return ce_probabilities_short_value(
+                a, r0, R, pred, target, kappa, loss_out, rows, scratch)
     if Target is Sparse:
         if label_only and finite_logs:
-            # The label's terms, for every row (class 0 stands in for a label outside
-            # [0, C): such a row is skipped below), the logs in a vector loop.
+            # The label, or -1 for a skipped row (a label outside [0, C) other than
+            # ignore_index, defensive: the Python layer checks first, makes the call raise);
+            # then the label's terms for every row (class 0 stands in for a skipped row's),
+            # each in a loop without branches (vectorised: the gather of x_y, the logs).
             for r in range(R):
                 y = a.labels[r0 + r]
-                jl = y if (y >= 0) & (y < C) else 0
-                qy[r] = pred[(r0 + r) * C + jl] / ssum[r]
-                ly[r] = coefficient(kappa[jl], 1.0, keep_t, eps_c)
+                valid = (y >= 0) & (y < C)
+                invalid |= (y != ignore) & (valid == 0)
+                lab[r] = <int>y if (y != ignore) & valid else -1
+            if invalid:
+                bad[0] = 1
             for r in range(R):
-                c = ly[r]
+                jl = lab[r] if lab[r] >= 0 else 0
+                col[r] = jl
+                ky[r] = kappa[jl]
+            gather_cols(xb, C, R, col, xy)
+            for r in range(R):
+                qy[r] = xy[r] / ssum[r]
+                c = coefficient(ky[r], 1.0, keep_t, eps_c)
                 ly[r] = fl_prob_loss_term(qy[r], c, lo, hi)
                 if Mode is WithGrad:
                     gy[r] = fl_prob_grad_term(qy[r], c, lo, hi)
+            if Mode is not WithGrad:
+                # Value only: a regular row's loss is its label's term (module docstring),
+                # a skipped row's 0; the irregular rows take the general loop after this one.
+                if a.weight == NULL:
+                    for r in range(R):
+                        wrow[r] = 1
                 else:
-                    gy[r] = 0   # (not used)
+                    for r in range(R):
+                        wrow[r] = a.weight[r0 + r]
+                for r in range(R):
+                    regular = regular_sum(ssum[r])
+                    irregular |= (lab[r] >= 0) & (regular == 0)
+                    lrow[r] = -wrow[r] * (0.0 + ly[r]) if (lab[r] >= 0) & regular else 0
+                if irregular:
+                    for r in range(R):
+                        if lab[r] >= 0 and not regular_sum(ssum[r]):
+                            lrow[r] = ce_probabilities_row(
+                                a, target_kind, mode, xb + r * C, t, lab[r], ssum[r], False,
+                                wrow[r], kappa, out, clog, g)
+                if loss_out != NULL:
+                    for r in range(R):
+                        loss_out[r0 + r] = <floating>lrow[r]
+                return fl_sum_rows_f64(lrow, R)
     for r in range(R):
         i = r0 + r
         x = pred + i * C
@@ -723,29 +846,10 @@ cdef inline double ce_probabilities_block(
                 mode, x, C, y, S, qy[r], ly[r], gy[r], scale * w, w, out, lrow + r
             ):
                 continue
-        for j in range(C):
-            if Target is Sparse:
-                c = coefficient(kappa[j], 1.0 if j == y else 0.0, keep_t, eps_c)
-            else:
-                c = coefficient(kappa[j], t[j], keep_t, eps_c)
-            clog[j] = c
-            if Mode is WithGrad:
-                g[j] = fl_prob_grad_term(x[j] / S, c, lo, hi)
-        # In a regular row a term with c = 0 is ±0 (c itself stays), which changes no
-        # partial sum of lane_sum: left out, without its log.
-        for j in range(C):
-            if not regular or clog[j] != 0:
-                clog[j] = fl_prob_loss_term(x[j] / S, clog[j], lo, hi)
-        lrow[r] = -w * lane_sum(clog, C)
-        if Mode is WithGrad:
-            for j in range(C):
-                clog[j] = g[j] * (x[j] / S)
-            gq = lane_sum(clog, C)
-            f = scale * w / S
-            for j in range(C):
-                out[j] = <floating>(f * (g[j] - gq))
+        lrow[r] = ce_probabilities_row(
+            a, target_kind, mode, x, t, y, S, regular, w, kappa, out, clog, g)
 
     if loss_out != NULL:
         for r in range(R):
             loss_out[r0 + r] = <floating>lrow[r]
-    return lane_sum(lrow, R)
+    return fl_sum_rows_f64(lrow, R)

@@ -406,6 +406,17 @@ FL_INLINE double fl_prob_grad_term(double q, double c, double lo, double hi)
 FL_DEFINE_SUM(fl_sum_f32, float)
 FL_DEFINE_SUM(fl_sum_f64, double)
 
+/* fl_sum_f64, out of line: one copy of the machine code per build, for sums whose NaN sign
+ * must agree between the kernels' code paths. GCC takes addition as commutative and may
+ * swap the operands of an inlined copy; x86 returns the first operand's NaN when both are
+ * NaN, so NaN row losses of either sign could add up to NaNs of different signs in two
+ * paths with the same row losses (seen: the block sums of value_and_grad from sparse labels
+ * and from their one-hot targets). */
+#if defined(__GNUC__)
+__attribute__((noinline, unused))
+#endif
+static double fl_sum_rows_f64(const double *x, ptrdiff_t n) { return fl_sum_f64(x, n); }
+
 /* Maximum of x (-inf for n == 0). A max does not depend on the order of evaluation, so an
  * OpenMP simd reduction (vmaxps, lanes combined by the compiler) is deterministic; with a
  * NaN among x the result is NaN or the max of the others, depending on where the NaN sits.
@@ -574,6 +585,182 @@ FL_INLINE void fl_transpose_out_f64(const double *xt, ptrdiff_t S, ptrdiff_t C, 
                                     double *out)
 { fl__transpose_out_rest_double(xt, S, C, 0, R, out); }
 #endif
+
+/* Row sums of R short rows (fewer than FL_LANES values each; row r is x[r*C .. r*C + C)),
+ * S[r] = fl_sum(x + r*C, C) bit for bit: each in fl_sum's two chains, the even classes and
+ * the odd ones, each from +0 in class order, then added. With AVX2/AVX-512, G rows at a time
+ * (the rows in the vector lanes): one hardware gather per class (indices l*C, as
+ * fl_transpose_in_max; only the G rows' own elements are read), widened to double and added
+ * to its chain: the same additions in the same order, lane by lane. The remaining rows, and
+ * the baseline build, call fl_sum. (GCC's own vectorisation of the strided class-at-a-time
+ * loop loads each element with a scalar load and an insert.) */
+FL_INLINE void fl_short_row_sums_f32(const float *x, ptrdiff_t C, ptrdiff_t R, double *S)
+{
+    ptrdiff_t r = 0;
+#if defined(__AVX512F__)
+    int32_t tab[16];
+    for (int l = 0; l < 16; l++)
+        tab[l] = (int32_t)(l * C);
+    const __m512i idx = _mm512_loadu_si512((const void *)tab);
+    for (; r + 16 <= R; r += 16) {
+        const float *b = x + r * C;
+        __m512d e0 = _mm512_setzero_pd(), e1 = _mm512_setzero_pd();
+        __m512d o0 = _mm512_setzero_pd(), o1 = _mm512_setzero_pd();
+        ptrdiff_t j = 0;
+        for (; j + 2 <= C; j += 2) {
+            __m512 v = _mm512_i32gather_ps(idx, b + j, 4);
+            __m512 u = _mm512_i32gather_ps(idx, b + j + 1, 4);
+            e0 = _mm512_add_pd(e0, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+            e1 = _mm512_add_pd(e1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+            o0 = _mm512_add_pd(o0, _mm512_cvtps_pd(_mm512_castps512_ps256(u)));
+            o1 = _mm512_add_pd(o1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(u, 1)));
+        }
+        if (j < C) {
+            __m512 v = _mm512_i32gather_ps(idx, b + j, 4);
+            e0 = _mm512_add_pd(e0, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+            e1 = _mm512_add_pd(e1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+        }
+        _mm512_storeu_pd(S + r, _mm512_add_pd(e0, o0));
+        _mm512_storeu_pd(S + r + 8, _mm512_add_pd(e1, o1));
+    }
+#elif defined(__AVX2__)
+    int32_t tab[8];
+    for (int l = 0; l < 8; l++)
+        tab[l] = (int32_t)(l * C);
+    const __m256i idx = _mm256_loadu_si256((const __m256i *)tab);
+    for (; r + 8 <= R; r += 8) {
+        const float *b = x + r * C;
+        __m256d e0 = _mm256_setzero_pd(), e1 = _mm256_setzero_pd();
+        __m256d o0 = _mm256_setzero_pd(), o1 = _mm256_setzero_pd();
+        ptrdiff_t j = 0;
+        for (; j + 2 <= C; j += 2) {
+            __m256 v = _mm256_i32gather_ps(b + j, idx, 4);
+            __m256 u = _mm256_i32gather_ps(b + j + 1, idx, 4);
+            e0 = _mm256_add_pd(e0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+            e1 = _mm256_add_pd(e1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+            o0 = _mm256_add_pd(o0, _mm256_cvtps_pd(_mm256_castps256_ps128(u)));
+            o1 = _mm256_add_pd(o1, _mm256_cvtps_pd(_mm256_extractf128_ps(u, 1)));
+        }
+        if (j < C) {
+            __m256 v = _mm256_i32gather_ps(b + j, idx, 4);
+            e0 = _mm256_add_pd(e0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+            e1 = _mm256_add_pd(e1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+        }
+        _mm256_storeu_pd(S + r, _mm256_add_pd(e0, o0));
+        _mm256_storeu_pd(S + r + 4, _mm256_add_pd(e1, o1));
+    }
+#endif
+    for (; r < R; r++)
+        S[r] = fl_sum_f32(x + r * C, C);
+}
+
+/* Reads one byte of every 64 in [p, p + bytes) (as unsigned char: no aliasing question),
+ * in address order, and returns their max so that the loads stay: brings a block into the
+ * cache with ordinary loads, which the hardware prefetchers follow, before gathers read it.
+ * Nothing outside [p, p + bytes) is read. */
+FL_INLINE unsigned int fl_touch(const void *p, ptrdiff_t bytes)
+{
+    const unsigned char *c = (const unsigned char *)p;
+    unsigned int m = 0;
+    for (ptrdiff_t i = 0; i < bytes; i += 64)
+        m = c[i] > m ? c[i] : m;
+    return m;
+}
+
+/* out[r] = x[r*C + col[r]] for R rows of C values, a column index per row, col[r] in
+ * [0, C) (the caller's to check); r*C + C must fit an int32 (a kernel block). With
+ * AVX2/AVX-512 a hardware gather per vector of rows (GCC does not vectorise this loop: its
+ * index arithmetic may wrap under -fwrapv, which Python's flags add); the rest scalar. */
+#define FL_DEFINE_GATHER_COLS(NAME, T)                                                     \
+    FL_INLINE void NAME(const T *x, ptrdiff_t C, ptrdiff_t R, const int32_t *col, T *out)  \
+    {                                                                                      \
+        ptrdiff_t r = 0;                                                                   \
+        FL__GATHER_COLS_##T                                                                \
+        for (; r < R; r++)                                                                 \
+            out[r] = x[r * C + col[r]];                                                    \
+    }
+#if defined(__AVX512F__)
+#define FL__GATHER_COLS_float                                                              \
+    const __m512i step = _mm512_set1_epi32((int32_t)(16 * C));                             \
+    __m512i base = _mm512_mullo_epi32(                                                     \
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),          \
+        _mm512_set1_epi32((int32_t)C));                                                    \
+    for (; r + 16 <= R; r += 16, base = _mm512_add_epi32(base, step)) {                    \
+        __m512i idx = _mm512_add_epi32(base, _mm512_loadu_si512((const void *)(col + r))); \
+        _mm512_storeu_ps(out + r, _mm512_i32gather_ps(idx, x, 4));                         \
+    }
+#define FL__GATHER_COLS_double                                                             \
+    const __m256i step = _mm256_set1_epi32((int32_t)(8 * C));                              \
+    __m256i base = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),           \
+                                      _mm256_set1_epi32((int32_t)C));                      \
+    for (; r + 8 <= R; r += 8, base = _mm256_add_epi32(base, step)) {                      \
+        __m256i idx = _mm256_add_epi32(base, _mm256_loadu_si256((const __m256i *)(col + r))); \
+        _mm512_storeu_pd(out + r, _mm512_i32gather_pd(idx, x, 8));                         \
+    }
+#elif defined(__AVX2__)
+#define FL__GATHER_COLS_float                                                              \
+    const __m256i step = _mm256_set1_epi32((int32_t)(8 * C));                              \
+    __m256i base = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),           \
+                                      _mm256_set1_epi32((int32_t)C));                      \
+    for (; r + 8 <= R; r += 8, base = _mm256_add_epi32(base, step)) {                      \
+        __m256i idx = _mm256_add_epi32(base, _mm256_loadu_si256((const __m256i *)(col + r))); \
+        _mm256_storeu_ps(out + r, _mm256_i32gather_ps(x, idx, 4));                         \
+    }
+#define FL__GATHER_COLS_double                                                             \
+    const __m128i step = _mm_set1_epi32((int32_t)(4 * C));                                 \
+    __m128i base = _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32((int32_t)C)); \
+    for (; r + 4 <= R; r += 4, base = _mm_add_epi32(base, step)) {                         \
+        __m128i idx = _mm_add_epi32(base, _mm_loadu_si128((const __m128i *)(col + r)));    \
+        _mm256_storeu_pd(out + r, _mm256_i32gather_pd(x, idx, 8));                         \
+    }
+#else
+#define FL__GATHER_COLS_float
+#define FL__GATHER_COLS_double
+#endif
+FL_DEFINE_GATHER_COLS(fl_gather_cols_f32, float)
+FL_DEFINE_GATHER_COLS(fl_gather_cols_f64, double)
+
+FL_INLINE void fl_short_row_sums_f64(const double *x, ptrdiff_t C, ptrdiff_t R, double *S)
+{
+    ptrdiff_t r = 0;
+#if defined(__AVX512F__)
+    int32_t tab[8];
+    for (int l = 0; l < 8; l++)
+        tab[l] = (int32_t)(l * C);
+    const __m256i idx = _mm256_loadu_si256((const __m256i *)tab);
+    for (; r + 8 <= R; r += 8) {
+        const double *b = x + r * C;
+        __m512d e = _mm512_setzero_pd(), o = _mm512_setzero_pd();
+        ptrdiff_t j = 0;
+        for (; j + 2 <= C; j += 2) {
+            e = _mm512_add_pd(e, _mm512_i32gather_pd(idx, b + j, 8));
+            o = _mm512_add_pd(o, _mm512_i32gather_pd(idx, b + j + 1, 8));
+        }
+        if (j < C)
+            e = _mm512_add_pd(e, _mm512_i32gather_pd(idx, b + j, 8));
+        _mm512_storeu_pd(S + r, _mm512_add_pd(e, o));
+    }
+#elif defined(__AVX2__)
+    int32_t tab[4];
+    for (int l = 0; l < 4; l++)
+        tab[l] = (int32_t)(l * C);
+    const __m128i idx = _mm_loadu_si128((const __m128i *)tab);
+    for (; r + 4 <= R; r += 4) {
+        const double *b = x + r * C;
+        __m256d e = _mm256_setzero_pd(), o = _mm256_setzero_pd();
+        ptrdiff_t j = 0;
+        for (; j + 2 <= C; j += 2) {
+            e = _mm256_add_pd(e, _mm256_i32gather_pd(b + j, idx, 8));
+            o = _mm256_add_pd(o, _mm256_i32gather_pd(b + j + 1, idx, 8));
+        }
+        if (j < C)
+            e = _mm256_add_pd(e, _mm256_i32gather_pd(b + j, idx, 8));
+        _mm256_storeu_pd(S + r, _mm256_add_pd(e, o));
+    }
+#endif
+    for (; r < R; r++)
+        S[r] = fl_sum_f64(x + r * C, C);
+}
 
 /* Software prefetch of the cache lines of [p, p + bytes) into all cache levels, for
  * reading or (write = 1) for writing (PREFETCHW where the CPU has it). Always inlined, and

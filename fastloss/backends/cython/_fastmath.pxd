@@ -23,6 +23,7 @@ cdef extern from "_fastmath.h" nogil:
     double fl_prob_grad_term(double q, double c, double lo, double hi)
     double fl_sum_f32(const float* x, Py_ssize_t n)
     double fl_sum_f64(const double* x, Py_ssize_t n)
+    double fl_sum_rows_f64(const double* x, Py_ssize_t n)
     float fl_max_f32(const float* x, Py_ssize_t n)
     double fl_max_f64(const double* x, Py_ssize_t n)
     void fl_transpose_in_max_f32(const float* x, Py_ssize_t C, Py_ssize_t R, float* xt,
@@ -33,6 +34,11 @@ cdef extern from "_fastmath.h" nogil:
                               float* out)
     void fl_transpose_out_f64(const double* xt, Py_ssize_t S, Py_ssize_t C, Py_ssize_t R,
                               double* out)
+    void fl_gather_cols_f32(const float* x, Py_ssize_t C, Py_ssize_t R, const int* col, float* out)
+    void fl_gather_cols_f64(const double* x, Py_ssize_t C, Py_ssize_t R, const int* col, double* out)
+    unsigned int fl_touch(const void* p, Py_ssize_t nbytes)
+    void fl_short_row_sums_f32(const float* x, Py_ssize_t C, Py_ssize_t R, double* S)
+    void fl_short_row_sums_f64(const double* x, Py_ssize_t C, Py_ssize_t R, double* S)
     void fl_prefetch(const void* p, Py_ssize_t nbytes, int write)
     void fl_prefetch_range(const void* base, Py_ssize_t itemsize, Py_ssize_t i0, Py_ssize_t i1)
     void fl_prefetch_range_w(const void* base, Py_ssize_t itemsize, Py_ssize_t i0, Py_ssize_t i1)
@@ -169,3 +175,21 @@ cdef inline void transpose_out(const floating* xt, Py_ssize_t S, Py_ssize_t C, P
         fl_transpose_out_f32(xt, S, C, R, out)
     else:
         fl_transpose_out_f64(xt, S, C, R, out)
+
+
+cdef inline void short_row_sums(const floating* x, Py_ssize_t C, Py_ssize_t R,
+                                double* S) noexcept nogil:
+    """S[r] = lane_sum(x + r·C, C) for R rows of C < FL_LANES values (see _fastmath.h)."""
+    if floating is float:
+        fl_short_row_sums_f32(x, C, R, S)
+    else:
+        fl_short_row_sums_f64(x, C, R, S)
+
+
+cdef inline void gather_cols(const floating* x, Py_ssize_t C, Py_ssize_t R, const int* col,
+                             floating* out) noexcept nogil:
+    """out[r] = x[r·C + col[r]], col[r] in [0, C), R·C + C < 2^31 (see _fastmath.h)."""
+    if floating is float:
+        fl_gather_cols_f32(x, C, R, col, out)
+    else:
+        fl_gather_cols_f64(x, C, R, col, out)

@@ -32,7 +32,7 @@ from libc.stdlib cimport calloc, free, malloc
 
 from fastloss.backends.cython._cross_entropy cimport (
     CE_SMALL_C, CEParams, ce_logits_block, ce_logits_small_block, ce_probabilities_block,
-    ce_rows_per_block, ce_small_scratch,
+    ce_probabilities_scratch, ce_rows_per_block, ce_small_scratch,
 )
 from fastloss.backends.cython._elementwise cimport (
     EW_AHEAD, EW_BLOCK, Absolute, BceLogits, BceProb, Huber, Loss, Squared, elementwise_block,
@@ -301,6 +301,9 @@ cdef double _ce_run(const CEParams* p, const Target* tk, const Mode* mode, const
         scratch_bytes = (ce_small_scratch(p.C, R) * sizeof(floating) + 63) // 64 * 64
     elif a.from_logits and (a.grad == NULL or p.stream):
         scratch_bytes = (R * p.C * sizeof(floating) + 63) // 64 * 64
+    elif not a.from_logits:
+        scratch_bytes = (ce_probabilities_scratch(p.C, R, p.labels != NULL, a.grad != NULL)
+                         * sizeof(floating) + 63) // 64 * 64
     if not a.from_logits or p.labels == NULL or p.smoothing != 0:
         tmp_bytes = 2 * p.C * sizeof(double)
     cdef size_t total_bytes = scratch_bytes + tmp_bytes + 7 * R * sizeof(double) + 64

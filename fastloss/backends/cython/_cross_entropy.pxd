@@ -121,6 +121,24 @@ cdef inline bint skipped(const CEParams* a, Py_ssize_t i, char* bad) noexcept no
     return False
 
 
+cdef inline void block_labels(const CEParams* a, Py_ssize_t r0, Py_ssize_t R, int* lab,
+                              char* bad) noexcept nogil:
+    """``lab[r]``: the label of row ``r0 + r``, or -1 for a skipped row (see skipped: an
+    ignored label, or one outside [0, C), which also sets ``bad[0]``). One loop without
+    branches (vectorised), for the blocks that work on the rows' labels as a vector."""
+    cdef Py_ssize_t r
+    cdef long long y, ignore = a.ignore_index, C = a.C
+    cdef bint ignoring = a.ignoring, counted, valid, invalid = False
+    for r in range(R):
+        y = a.labels[r0 + r]
+        valid = (y >= 0) & (y < C)
+        counted = (y != ignore) | (ignoring == 0)
+        invalid |= counted & (valid == 0)
+        lab[r] = <int>y if counted & valid else -1
+    if invalid:
+        bad[0] = 1
+
+
 cdef inline double coefficient(floating kappa, double t, double keep_t, double eps_c) noexcept nogil:
     """c = κ·(t(1-ε) + ε/C), given ``keep_t = 1-ε`` and ``eps_c = ε/C``."""
     return kappa * (t * keep_t + eps_c)
@@ -391,12 +409,9 @@ cdef inline double ce_logits_small_block(
     cdef floating* col
     cdef const floating* tcol
     cdef floating v, m, kj, e
-    cdef long long y, ignore = a.ignore_index
-    cdef bint ignoring = a.ignoring, counted
     cdef int jl
     cdef Py_ssize_t next_rows
     cdef Prefetcher pf, pft
-    cdef bint valid, invalid = False
     cdef double eps_c = a.smoothing / C, keep_y = 1 - a.smoothing, kappa_sum = a.kappa_sum
     cdef double scale = a.scale, w, coef_y, c
 
@@ -432,16 +447,7 @@ cdef inline double ce_logits_small_block(
             rmax[r] = mrow[r]
             zsum[r] = wsum[r] = 0
     else:
-        # The label, or -1 for a skipped row; a label outside [0, C) other than
-        # ignore_index makes the call raise (see skipped).
-        for r in range(R):
-            y = a.labels[r0 + r]
-            valid = (y >= 0) & (y < C)
-            counted = (y != ignore) | (ignoring == 0)
-            invalid |= counted & (valid == 0)
-            lab[r] = <int>y if counted & valid else -1
-        if invalid:
-            bad[0] = 1
+        block_labels(a, r0, R, lab, bad)
 
         # x_y and κ_y (row 0's class 0 stands in for a skipped row's): a gather each
         # per vector of rows (selecting them in the z loop below, a compare and select
@@ -727,11 +733,11 @@ cdef inline double ce_probabilities_block(
     cdef const floating* x
     cdef const floating* t = NULL
     cdef floating* out = NULL
-    cdef long long y = 0, ignore = a.ignore_index
+    cdef long long y = 0
     cdef double S, w, c
     cdef double keep_t = 1 - a.smoothing, eps_c = a.smoothing / C
     cdef double lo = a.lo, hi = a.hi, scale = a.scale
-    cdef bint regular, valid, invalid = False, irregular = False
+    cdef bint regular, irregular = False
     # log q̂ is finite for every finite q (q̂ in [lo, hi]) only with 0 < lo, hi < inf.
     cdef bint finite_logs = (lo > 0) & (hi > 0) & (hi < INFINITY)
     # Sparse labels: c_j = 0 off the label (no smoothing, every κ_j finite: Σκ is).
@@ -778,17 +784,10 @@ cdef inline double ce_probabilities_block(
                 a, r0, R, pred, target, kappa, loss_out, rows, scratch)
     if Target is Sparse:
         if label_only and finite_logs:
-            # The label, or -1 for a skipped row (a label outside [0, C) other than
-            # ignore_index, defensive: the Python layer checks first, makes the call raise);
-            # then the label's terms for every row (class 0 stands in for a skipped row's),
-            # each in a loop without branches (vectorised: the gather of x_y, the logs).
-            for r in range(R):
-                y = a.labels[r0 + r]
-                valid = (y >= 0) & (y < C)
-                invalid |= (y != ignore) & (valid == 0)
-                lab[r] = <int>y if (y != ignore) & valid else -1
-            if invalid:
-                bad[0] = 1
+            # The labels (block_labels), then the label's terms for every row (class 0
+            # stands in for a skipped row's), each in a loop without branches (vectorised:
+            # the gather of x_y, the logs).
+            block_labels(a, r0, R, lab, bad)
             for r in range(R):
                 jl = lab[r] if lab[r] >= 0 else 0
                 col[r] = jl

@@ -148,7 +148,8 @@ def _kept(y, c, ignoring, ignore_index):
     """Whether label ``y`` is a row's class: not ignored and in ``[0, c)`` (as unsigned, a
     negative label is huge). The kernel reads a row's label entry only where this holds;
     a row whose label is neither kept nor ignored is reported (see :func:`_rows`)."""
-    return (~_ignored(y, ignoring, ignore_index)) & (np.uint64(y) < np.uint64(c))
+    # (branch-free, for the small-C paths' vector loops; `not ignoring` is loop invariant)
+    return (np.uint64(y) < np.uint64(c)) & ((y != ignore_index) | (not ignoring))
 
 
 @helper

@@ -84,11 +84,20 @@ def job_shortcuts(
     cross_entropy: Callable[[CrossEntropyJob], float],
     kept_labels: Callable[[np.ndarray, int, int | None], int] = count_kept,
     labels_input: Callable[[np.ndarray], np.ndarray] | None = None,
+    unchecked_labels: Callable[[CrossEntropyJob], float | None] | None = None,
 ) -> tuple[Shortcut, Shortcut]:
     """``(elementwise_shortcut, cross_entropy_shortcut)`` running the given job entries;
     ``kept_labels`` is :func:`count_kept` or a faster equivalent of the backend's, and
     ``labels_input`` (optional) turns the user's labels into what both it and the job take
-    (a view made once per call rather than once per use)."""
+    (a view made once per call rather than once per use).
+
+    ``unchecked_labels`` (optional) runs a sparse job whose labels were not checked and of
+    which nothing is ignored, and returns None where a label lies outside ``[0, C)`` (the
+    kernel checks every label it reads). Without ``ignore_index`` every label is kept (the
+    count is ``n``), so the separate pass of ``kept_labels`` is then needed only where the
+    kernel would write into the caller's memory before it could notice a bad label
+    (``out`` given, in place included: a bad call changes nothing); a call that writes
+    only arrays of its own skips it and, for a bad label, declines after the kernel."""
 
     def elementwise_shortcut(
         y_true,
@@ -165,13 +174,20 @@ def job_shortcuts(
             return None
         labels = target = None
         kept = n
+        checked = True
         if sparse:
             if not _plain(y_true, _I64) or y_true.shape != (n,):
                 return None
             labels = y_true if labels_input is None else labels_input(y_true)
-            kept = kept_labels(labels, c, ignore_index)
-            if kept <= 0:  # a bad label (the general path names it), or everything ignored
-                return None
+            checked = (
+                unchecked_labels is None
+                or ignore_index is not None
+                or (want_grad and out is not None)
+            )
+            if checked:
+                kept = kept_labels(labels, c, ignore_index)
+                if kept <= 0:  # a bad label (the general path names it), or all ignored
+                    return None
         else:
             if not _plain(y_true, dtype) or y_true.shape != y_pred.shape:
                 return None
@@ -199,7 +215,12 @@ def job_shortcuts(
             losses,
             n_threads,
         )
-        total = cross_entropy(job)
+        if checked:
+            total = cross_entropy(job)
+        else:
+            total = unchecked_labels(job)
+            if total is None:  # a label outside [0, C): the general path names it
+                return None
         return (losses if losses is not None else total / norm), grad
 
     return elementwise_shortcut, cross_entropy_shortcut

@@ -27,7 +27,7 @@ numba = import_numba()  # before any other module of this package imports it
 
 from .._shortcut import job_shortcuts  # noqa: E402
 from . import _labels, _runtime  # noqa: E402
-from ._cross_entropy import cross_entropy  # noqa: E402
+from ._cross_entropy import cross_entropy, cross_entropy_unchecked  # noqa: E402
 from ._cross_entropy import kernel_signatures as _ce_signatures  # noqa: E402
 from ._elementwise import elementwise  # noqa: E402
 from ._elementwise import kernel_signatures as _elementwise_signatures  # noqa: E402
@@ -38,9 +38,10 @@ name = "numba"
 
 # The shortcuts of fastloss.backends._jobs, as Python checks around the job entries: a
 # canonical training-loop call skips the general path's validation and canonicalisation.
-# (the labels, as a read-only view made once, go to the label check and to the kernel)
+# (the labels, as a read-only view made once, go to the label check and to the kernel;
+# without ignore_index and with no output of the caller's, the kernel checks them itself)
 elementwise_shortcut, cross_entropy_shortcut = job_shortcuts(
-    elementwise, cross_entropy, _labels.count_kept, _runtime.read_only
+    elementwise, cross_entropy, _labels.count_kept, _runtime.read_only, cross_entropy_unchecked
 )
 
 __all__ = [

@@ -89,7 +89,8 @@ from ._intrinsics import (
 from ._math import exp_nonpositive, log
 from ._runtime import CACHE, SOURCE_STAMP, _frozen, ones, read_only, run, scalars, threads_for
 
-__all__ = ["KERNEL", "cross_entropy", "kernel_signatures", "rows_per_block"]
+__all__ = ["KERNEL", "cross_entropy", "cross_entropy_unchecked", "kernel_signatures",
+           "rows_per_block"]
 
 #: Elements per block (rounded to whole rows): the unit of parallel work and of the
 #: deterministic reduction.
@@ -133,6 +134,22 @@ def _u(i):
     which for a computed index like ``j·R + r`` would turn a contiguous vector load into a
     gather (LLVM cannot prove ``j·R + r ≥ 0``)."""
     return np.uint64(i)
+
+
+@helper
+def _ignored(y, ignoring, ignore_index):
+    """Whether label ``y`` is ignored: only when the call is ``ignoring`` at all (its
+    "nothing ignored" is ``ignore_index = −1``, which must not make a label −1 ignored)."""
+    return ignoring & (y == ignore_index)
+
+
+@helper
+def _kept(y, c, ignoring, ignore_index):
+    """Whether label ``y`` is a row's class: not ignored and in ``[0, c)`` (as unsigned, a
+    negative label is huge). The kernel reads a row's label entry only where this holds;
+    a row whose label is neither kept nor ignored is reported (see :func:`_rows`)."""
+    # (branch-free, for the small-C paths' vector loops; `not ignoring` is loop invariant)
+    return (np.uint64(y) < np.uint64(c)) & ((y != ignore_index) | (not ignoring))
 
 
 @helper
@@ -521,7 +538,7 @@ def _row_loss(w, big_w, s, dot):
 
 @njit(**NO_REFCOUNT)
 def _lanes_block_losses(xs, ts, xn, tn, n_rows, c, soft, lab, wts, has_w, kappa, prm,
-                        ignore_index, xt, tt, rt, r64, lout, has_loss, want_grad):
+                        ignoring, ignore_index, xt, tt, rt, r64, lout, has_loss, want_grad):
     """Phase 1 of a small-C block (``xs``, ``ts``: its ``n_rows`` rows of logits and soft
     target, flattened; ``xn``, ``tn``: the next rows, prefetched; ``lab`` its labels unless
     ``soft``). Returns ``(Σ w·l over the regular
@@ -562,10 +579,11 @@ def _lanes_block_losses(xs, ts, xn, tn, n_rows, c, soft, lab, wts, has_w, kappa,
     else:
         # two loops over two arrays each, which LLVM vectorises (`vpcmpneqq`, `vcvtqq2pd`
         # on zmm; as one loop it stayed scalar: 0.92 → 0.87 ns per element for the whole
-        # value-only call, C = 10, in L2). The label of a row left to the row path is
-        # converted too (any integer): its `ry` is never used.
+        # value-only call, C = 10, in L2). The label of a row left to the row path (ignored,
+        # or outside [0, C): the row path reports it) is converted too (any integer): its
+        # `ry` is never used.
         for r in range(n_rows):
-            regular[r] = regular[r] if lab[r] != ignore_index else zero
+            regular[r] = regular[r] if _kept(lab[r], c, ignoring, ignore_index) else zero
         for r in range(n_rows):
             ry[r] = cast_like(np.float64(lab[r]), one)  # (in [0, C) for a regular row)
     _block_weights(wr, wts, has_w, n_rows)
@@ -728,8 +746,8 @@ def _stream_regular_rows(gs, buf, regular, n_rows, c, left):
 
 
 @njit(**OUT_OF_LINE)
-def _prob_block_losses(xs, xn, n_rows, c, lab, wts, has_w, kappa, prm, ignore_index, rt, r64,
-                       lout, has_loss, want_grad, scale):
+def _prob_block_losses(xs, xn, n_rows, c, lab, wts, has_w, kappa, prm, ignoring, ignore_index,
+                       rt, r64, lout, has_loss, want_grad, scale):
     """Phase 1 of a small-C probabilities block (one-hot targets): as
     :func:`_lanes_block_losses` (returns ``(Σ w·l`` over the regular rows, rows left``)``,
     flags ``rt[_REGULAR]``), and with ``want_grad`` the gradient's two values per regular row,
@@ -756,7 +774,8 @@ def _prob_block_losses(xs, xn, n_rows, c, lab, wts, has_w, kappa, prm, ignore_in
     coefficient = prm[_OM] + prm[_EPSC]
     for r in range(n_rows):
         cy[r] = coefficient * cy[r]
-        regular[r] = one if lab[r] != ignore_index else zero
+        # (ignored, or outside [0, C): left to the row path, which reports the latter)
+        regular[r] = one if _kept(lab[r], c, ignoring, ignore_index) else zero
     # (`want_grad` a constant at each call of the inlined loop: without a gradient, no
     # gradient factors, whose float64 division was a third of the loop's divisions)
     if want_grad:
@@ -925,18 +944,22 @@ def _dense_prob_block(xs, ts, xn, tn, n_rows, c, wts, has_w, kappa, prm, xt, tt,
 
 @njit(**OUT_OF_LINE)
 def _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout, prm, scale,
-          ignore_index, has_w, has_loss, smooth, want_grad, stream, e, e2, first, end, small,
-          regular, acc):
+          ignoring, ignore_index, has_w, has_loss, smooth, want_grad, stream, e, e2, first, end,
+          small, regular, acc, bad):
     """The row path over rows ``first..end−1`` of a block (skipping those the small-C path
     did: ``regular``, indexed from the block's first row ``end − regular.size``): adds each
     row's ``w·l`` to ``acc`` in row order and returns it.
+
+    A sparse row whose label is neither kept nor ignored (outside ``[0, C)``: see
+    :func:`_kept`) is treated as ignored (no entry of it is read) and reported by setting
+    ``bad[0] = 1`` (the block's flag; the small-C paths leave such a row to this one).
 
     A function of its own, not part of the kernel's ``prange`` body: Numba's parfor passes
     copy and analyse that body repeatedly, and with the five inlined row routines in it the
     kernel took twice as long to compile."""
     prefer_wide_vectors()
     r0 = end - regular.size
-    n = x.shape[0]
+    n, c = x.shape
     for i in range(first, end):
         if small and regular[i - r0] != 0:
             continue  # done by the small-C path
@@ -954,7 +977,9 @@ def _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout, prm, s
             else:
                 wl = _probabilities_row(x[i], gi, e, e2, SOFT, 0, kappa, trow, prm, w, scale,
                                         want_grad, stream, nx, nt)
-        elif labels[i] == ignore_index:
+        elif not _kept(labels[i], c, ignoring, ignore_index):
+            if not _ignored(labels[i], ignoring, ignore_index):
+                bad[0] = 1.0  # (the caller declines the result)
             wl = 0.0
             if want_grad:
                 _fill(gi, cast_like(0.0, prm[0]))
@@ -984,6 +1009,15 @@ def _scratch_sizes(small, sparse, rl, c):
 
 
 @helper
+def _any_set(flags):
+    """1 if any of ``flags`` is nonzero, else 0 (a serial loop)."""
+    found = 0
+    for b in range(flags.size):
+        found |= np.int64(flags[b] != 0)
+    return found
+
+
+@helper
 def _ordered_sum(sums):
     """Block sums added in block order (no reassociation): thread-count independent."""
     total = 0.0
@@ -994,14 +1028,19 @@ def _ordered_sum(sums):
 
 @njit(inline="always", error_model="numpy")
 def _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target, weight, kappa, lout,
-               prm, scale, ignore_index, has_w, has_loss, smooth, want_grad, stream, scratch,
-               rows, rows64, rb, rl, c, n, small):
-    """Block ``b`` of a call (rows ``b·rb`` to ``(b+1)·rb − 1``); returns its ``Σ w·l``.
+               prm, scale, ignoring, ignore_index, has_w, has_loss, smooth, want_grad, stream,
+               scratch, rows, rows64, rb, rl, small, bad):
+    """Block ``b`` of a call (rows ``b·rb`` to ``(b+1)·rb − 1``); returns its ``Σ w·l`` and
+    sets ``bad[b]`` if a label of it lies outside ``[0, C)`` (see :func:`_rows`).
 
     Small C: chunk by chunk of ``rl`` rows, the lanes path, then the row path for the rows
     it left, then the chunk's gradient (the order of the sum is fixed by ``C`` either way).
-    A chunk's scratch stays in L1. Otherwise the row path for every row."""
+    A chunk's scratch stays in L1. Otherwise the row path for every row.
+
+    (``n`` and ``C`` are taken from ``x``, not passed: with more than 30 arguments CPython
+    3.11 compiles the call as ``f(*args)``, which Numba cannot inline.)"""
     prefer_wide_vectors()
+    n, c = x.shape
     width, stride = _scratch_sizes(small, sparse, rl, c)
     tid = get_thread_id()
     at = tid * stride
@@ -1017,11 +1056,13 @@ def _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target, weight,
     # the transposed soft target (its own scratch), or any scratch that the sparse case
     # reads but does not use (see _lanes_block_losses)
     tt = buf if sparse else scratch[at + 2 * width:at + 3 * width]
+    status = bad[b:b + 1]
+    status[0] = 0.0
     acc = 0.0
     if not small:
         acc = _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout, prm,
-                    scale, ignore_index, has_w, has_loss, smooth, want_grad, stream, e,
-                    e2, r0, r1, small, rt[_REGULAR, :1], acc)
+                    scale, ignoring, ignore_index, has_w, has_loss, smooth, want_grad, stream,
+                    e, e2, r0, r1, small, rt[_REGULAR, :1], acc, status)
     else:
         q0 = r0
         while q0 < r1:
@@ -1042,18 +1083,20 @@ def _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target, weight,
                                                   xf[q1 * c:ahead * c], tf[q1 * c:ahead * c],
                                                   q1 - q0, c, not sparse, labels[q0:q1],
                                                   weight[q0:q1], has_w, kappa, prm,
-                                                  ignore_index, xt, tt, rt, r64, lout[q0:q1],
-                                                  has_loss, want_grad)
+                                                  ignoring, ignore_index, xt, tt, rt, r64,
+                                                  lout[q0:q1], has_loss, want_grad)
             else:
                 chunk, left = _prob_block_losses(xf[q0 * c:q1 * c], xf[q1 * c:ahead * c],
                                                  q1 - q0, c, labels[q0:q1], weight[q0:q1],
-                                                 has_w, kappa, prm, ignore_index, rt, r64,
-                                                 lout[q0:q1], has_loss, want_grad, scale)
+                                                 has_w, kappa, prm, ignoring, ignore_index,
+                                                 rt, r64, lout[q0:q1], has_loss, want_grad,
+                                                 scale)
             acc += chunk
             if left > 0:
                 acc = _rows(from_logits, sparse, x, g, labels, target, weight, kappa, lout,
-                            prm, scale, ignore_index, has_w, has_loss, smooth, want_grad,
-                            stream, e, e2, q0, q1, small, rt[_REGULAR, :q1 - q0], acc)
+                            prm, scale, ignoring, ignore_index, has_w, has_loss, smooth,
+                            want_grad, stream, e, e2, q0, q1, small, rt[_REGULAR, :q1 - q0],
+                            acc, status)
             if not from_logits and not sparse:
                 pass  # (the gradient is written already)
             elif want_grad and from_logits:
@@ -1078,16 +1121,25 @@ def _make_kernel():
 
     @njit(parallel=True, cache=CACHE, nogil=True, error_model="numpy")
     def kernel(from_logits, sparse, x, g, gf, labels, target, weight, kappa, lout, prm, scale,
-               ignore_index, has_w, has_loss, smooth, want_grad, stream, n_threads):
+               ignoring, ignore_index, has_w, has_loss, smooth, want_grad, stream, n_threads):
         # x: (n, C) rows, read-only (a view of g for an in-place gradient); g, gf: the
         # gradient and its flat view (stand-ins without a gradient); labels (sparse) or
         # target (soft) rows; weight/kappa/lout: stand-ins when absent (flags say which are
-        # real).
+        # real). ignoring: whether a label equal to ignore_index is ignored.
+        # Returns (Σ w·l, 1 if a label, neither kept nor ignored, lies outside [0, C), else
+        # 0): with a 1, the sum is meaningless (such rows count as ignored), and only the
+        # gradient and losses may have been written.
         _ = stamp  # part of the cache key: recompile when any source file changes
         n, c = x.shape
         rb = max(1, BLOCK_ELEMS // c)
         nblocks = (n + rb - 1) // rb
-        sums = np.empty(nblocks)
+        # per block: its Σ w·l, and its bad-label flag (no two threads write one element;
+        # each block clears its own): one allocation, and neither np.zeros nor .max(), which
+        # the parfor pass turns into parallel regions of their own (measured: +4 µs on a
+        # (64, 10) call, milliseconds where the pool had gone to sleep)
+        blocks = np.empty((2, nblocks))
+        sums = blocks[0]
+        bad = blocks[1]
         small = c < SMALL_C and (from_logits or not sparse
                                  or (not smooth and prm[_LO] > 0))
         rl = lanes_rows(c)
@@ -1099,15 +1151,16 @@ def _make_kernel():
         tf = target.reshape(target.size)
         if nblocks == 1:  # one block of work: no parallel region (see _runtime.run)
             sums[0] = _one_block(0, from_logits, sparse, x, g, xf, gf, tf, labels, target, weight,
-                                 kappa, lout, prm, scale, ignore_index, has_w, has_loss, smooth,
-                                 want_grad, stream, scratch, rows, rows64, rb, rl, c, n, small)
+                                 kappa, lout, prm, scale, ignoring, ignore_index, has_w,
+                                 has_loss, smooth, want_grad, stream, scratch, rows, rows64, rb,
+                                 rl, small, bad)
         else:
             for b in prange(nblocks):
                 sums[b] = _one_block(b, from_logits, sparse, x, g, xf, gf, tf, labels, target,
-                                     weight, kappa, lout, prm, scale, ignore_index, has_w,
-                                     has_loss, smooth, want_grad, stream, scratch, rows, rows64,
-                                     rb, rl, c, n, small)
-        return _ordered_sum(sums)
+                                     weight, kappa, lout, prm, scale, ignoring, ignore_index,
+                                     has_w, has_loss, smooth, want_grad, stream, scratch, rows,
+                                     rows64, rb, rl, small, bad)
+        return _ordered_sum(sums), _any_set(bad)
 
     return kernel
 
@@ -1123,7 +1176,9 @@ _NO_GRAD = {dt: np.zeros((1, 1), dt) for dt in (np.dtype("f4"), np.dtype("f8"))}
 _NO_LOSS = {dt: np.zeros(1, dt) for dt in (np.dtype("f4"), np.dtype("f8"))}
 
 
-def _arguments(job: CrossEntropyJob) -> tuple:
+def _arguments(job: CrossEntropyJob, ignoring: bool = True) -> tuple:
+    """The kernel's arguments but the thread count; ``ignoring``: whether a label equal to
+    ``job.ignore_index`` is ignored (with checked labels either is right)."""
     x = job.pred
     n, c = x.shape
     dtype = x.dtype
@@ -1149,6 +1204,7 @@ def _arguments(job: CrossEntropyJob) -> tuple:
         _NO_LOSS[dtype] if job.loss_out is None else job.loss_out,
         prm,
         float(job.scale),
+        bool(ignoring),
         int(job.ignore_index),
         job.weight is not None,
         job.loss_out is not None,
@@ -1158,10 +1214,30 @@ def _arguments(job: CrossEntropyJob) -> tuple:
     )
 
 
-def cross_entropy(job: CrossEntropyJob) -> float:
-    """Run one :class:`~fastloss.backends._jobs.CrossEntropyJob` (see the contract)."""
+def _run(job: CrossEntropyJob, ignoring: bool) -> tuple[float, int]:
+    """``(Σ w·l, 1 if the kernel met a label outside [0, C) that it does not ignore, else 0)``."""
     n, c = job.pred.shape
-    return run(KERNEL, _arguments(job), threads_for(job.n_threads, n * c), n > rows_per_block(c))
+    args = _arguments(job, ignoring)
+    return run(KERNEL, args, threads_for(job.n_threads, n * c), n > rows_per_block(c))
+
+
+def cross_entropy(job: CrossEntropyJob) -> float:
+    """Run one :class:`~fastloss.backends._jobs.CrossEntropyJob` (see the contract: its labels
+    are checked already, so the kernel's own report can only be a broken contract)."""
+    total, bad = _run(job, True)
+    if bad:
+        raise ValueError("cross_entropy: a label outside [0, C) reached the kernel")
+    return total
+
+
+def cross_entropy_unchecked(job: CrossEntropyJob) -> float | None:
+    """:func:`cross_entropy` of a sparse job whose labels were not checked and of which
+    nothing is ignored (``job.ignore_index`` is not used): None where a label lies outside
+    ``[0, C)`` (every kernel path checks each label it reads and reads nothing for a bad
+    one). The gradient and losses outputs may then hold anything: only for a call whose
+    outputs are its own (the shortcut's, declined then, see :mod:`.._shortcut`)."""
+    total, bad = _run(job, False)
+    return None if bad else total
 
 
 def kernel_signatures():

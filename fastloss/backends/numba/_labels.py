@@ -2,9 +2,11 @@
 
 :func:`fastloss.backends._shortcut.job_shortcuts` checks a canonical call's labels before
 the kernel runs (every label in ``[0, C)`` or ``ignore_index``) and counts the kept ones
-(the ``"mean"`` normaliser). In NumPy that is two or three reductions, about 2.3 µs for 64
-labels (a tenth of a small call); this loop does it in one pass for about 0.4 µs, the
-dispatcher call included.
+(the ``"mean"`` normaliser) where it must: with ``ignore_index``, or where the kernel would
+write into the caller's ``out`` (otherwise the kernel checks the labels itself, see
+:func:`._cross_entropy.cross_entropy_unchecked`). In NumPy that is two or three
+reductions, about 2.3 µs for 64 labels (a tenth of a small call); this loop does it in one
+pass for about 0.4 µs, the dispatcher call included.
 """
 
 from __future__ import annotations

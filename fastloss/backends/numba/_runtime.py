@@ -236,10 +236,11 @@ def _launch() -> None:
 
 
 def run(
-    kernel: Callable[..., float], args: tuple[Any, ...], n_threads: int, parallel: bool = True
-) -> float:
+    kernel: Callable[..., Any], args: tuple[Any, ...], n_threads: int, parallel: bool = True
+) -> Any:
     """Call ``kernel(*args, n_threads)`` on ``n_threads`` Numba threads, then restore the
-    previous count (kernels size their per-thread scratch by their last argument).
+    previous count (kernels size their per-thread scratch by their last argument), and
+    return what it returns.
 
     ``parallel=False`` says the call has a single block of work, which the kernels run
     without a parallel region: the thread count is then left alone (switching it and back

@@ -12,7 +12,12 @@ Logits, a block of rows at a time, in phases that each are one simple loop. With
 1. per row: ``m = max x`` (first, alone in its loop, so the maxima of several rows overlap);
    then ``W`` and ``Σ c_j z_j`` with ``z_j = x_j - m`` (0 where ``x_j == m``; a term with
    ``c_j = 0`` counts as 0); for soft targets with the gradient, this pass also keeps
-   ``w·c_j`` (rounded to the dtype) for step 5, so that the targets are read once;
+   ``w·c_j`` (rounded to the dtype) for step 5, so that the targets are read once (and the
+   next block's targets are prefetched with its logits in step 2). Same bits; measured
+   (float32, one-hot targets, medians of alternating runs of both builds, loaded machine):
+   (256, 1000) one thread 1.44 -> 1.34 ns per element; (8192, 1000) one thread 14.6 -> 14.2 ms;
+   (65536, 1000) two threads 121 -> 117 ms. What is left is the float64 arithmetic of c_j
+   and of the two sums in this step (~30% of the in-cache time, perf) and the memory;
 2. ``e = exp(z)`` written to the row's output buffer: the gradient itself (which may be
    ``x``: in place), or a scratch block for a value-only call or for a gradient too large
    for the caches (then streamed out at the end, see 6);

@@ -295,7 +295,8 @@ cdef double _ce_run(const CEParams* p, const Target* tk, const Mode* mode, const
     cdef Py_ssize_t R = min(p.rows_per_block, p.n)   # rows of the largest block
     # One workspace per thread: a scratch block for the exp of a value-only logits call (or
     # the transposed block of few classes), 2·C doubles for the per-class terms where there
-    # are any, 7 doubles per row.
+    # are any (for soft targets from logits, then a value per element of the block),
+    # 7 doubles per row.
     cdef size_t scratch_bytes = 0, tmp_bytes = 0
     if a.from_logits and p.C < CE_SMALL_C:
         scratch_bytes = (ce_small_scratch(p.C, R) * sizeof(floating) + 63) // 64 * 64
@@ -306,6 +307,9 @@ cdef double _ce_run(const CEParams* p, const Target* tk, const Mode* mode, const
                          * sizeof(floating) + 63) // 64 * 64
     if not a.from_logits or p.labels == NULL or p.smoothing != 0:
         tmp_bytes = 2 * p.C * sizeof(double)
+    if a.from_logits and p.labels == NULL and p.C >= CE_SMALL_C:
+        # soft targets: also the block's w·c_j (ce_logits_block, steps 1b and 5)
+        tmp_bytes = (tmp_bytes + R * p.C * sizeof(floating) + 63) // 64 * 64
     cdef size_t total_bytes = scratch_bytes + tmp_bytes + 7 * R * sizeof(double) + 64
     cdef char* workspace = NULL
     cdef double total = 0

@@ -483,6 +483,31 @@ def _splat(builder, value, vty):
                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
 
+def _vector_kit(context, builder, fty, ptr):
+    """What the gather intrinsics share for one 64-byte vector of the float type ``fty``
+    (``ptr``: a pointer to it): ``(esize, lanes, vty, ivty, mty, gather, store, load_i64)``,
+    the element size, lane count, float / int64 / mask vector types, and the declared
+    ``llvm.masked.gather`` / ``llvm.masked.store`` of ``vty`` and ``llvm.masked.load`` of
+    ``ivty``."""
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    esize = context.get_abi_sizeof(fty)
+    lanes = 64 // esize
+    vty = ir.VectorType(fty, lanes)
+    ivty = ir.VectorType(i64, lanes)
+    mty = ir.VectorType(ir.IntType(1), lanes)
+    suffix = f"v{lanes}{'f32' if fty == _F32 else 'f64'}"
+    gather = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vty, [ir.VectorType(ptr, lanes), i32, mty, vty]),
+        f"llvm.masked.gather.{suffix}.v{lanes}p0")
+    store = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [vty, ptr, i32, mty]),
+        f"llvm.masked.store.{suffix}.p0")
+    load_i64 = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ivty, [i64.as_pointer(), i32, mty, ivty]),
+        f"llvm.masked.load.v{lanes}i64.p0")
+    return esize, lanes, vty, ivty, mty, gather, store, load_i64
+
+
 def _transpose_typer(arrays, n_rows, c):
     ok = (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
               and a.dtype == arrays[0].dtype and isinstance(a.dtype, types.Float)
@@ -523,21 +548,12 @@ def _transpose_codegen(context, builder, signature, args, sums64=False, roles=No
     n = context.cast(builder, args[-2], signature.args[-2], types.int64)
     c = context.cast(builder, args[-1], signature.args[-1], types.int64)
     fty = context.get_value_type(signature.args[0].dtype)
-    esize = context.get_abi_sizeof(fty)
-    lanes = 64 // esize
-    vty = ir.VectorType(fty, lanes)
-    ivty = ir.VectorType(i64, lanes)
-    mty = ir.VectorType(ir.IntType(1), lanes)
-    suffix = f"v{lanes}{'f32' if fty == _F32 else 'f64'}"
     ptr = src.data.type
-    gather = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vty, [ir.VectorType(ptr, lanes), i32, mty, vty]),
-        f"llvm.masked.gather.{suffix}.v{lanes}p0")
-    store = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [vty, ptr, i32, mty]),
-        f"llvm.masked.store.{suffix}.p0")
+    esize, lanes, vty, ivty, mty, gather, store, lab_load = _vector_kit(context, builder, fty,
+                                                                        ptr)
     maxnum_v = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vty, [vty, vty]), f"llvm.maxnum.{suffix}")
+        builder.module, ir.FunctionType(vty, [vty, vty]),
+        f"llvm.maxnum.v{lanes}{'f32' if fty == _F32 else 'f64'}")
     dvty = ir.VectorType(_F64, lanes)
     dptr = _F64.as_pointer()
     store64 = cgutils.get_or_insert_function(
@@ -545,9 +561,6 @@ def _transpose_codegen(context, builder, signature, args, sums64=False, roles=No
         f"llvm.masked.store.v{lanes}f64.p0")
     fabs64 = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(dvty, [dvty]), f"llvm.fabs.v{lanes}f64")
-    lab_load = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ivty, [i64.as_pointer(), i32, mty, ivty]),
-        f"llvm.masked.load.v{lanes}i64.p0")
     align = ir.Constant(i32, esize)
     # byte offsets of the group's rows from its first element, r·c·esize, computed in 32 bits
     # and sign-extended (< 2^31: a group spans at most L·c elements, c < 2^26 where used) so
@@ -741,22 +754,9 @@ def gather_labelled(typingctx, src, lab, stride, c, dst):
         stride_v = context.cast(builder, args[2], stry, types.int64)
         c_v = context.cast(builder, args[3], cty, types.int64)
         fty = context.get_value_type(sty.dtype)
-        esize = context.get_abi_sizeof(fty)
-        lanes = 64 // esize
-        vty = ir.VectorType(fty, lanes)
-        ivty = ir.VectorType(i64, lanes)
-        mty = ir.VectorType(ir.IntType(1), lanes)
-        suffix = f"v{lanes}{'f32' if fty == _F32 else 'f64'}"
         ptr = s.data.type
-        gather = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [ir.VectorType(ptr, lanes), i32, mty, vty]),
-            f"llvm.masked.gather.{suffix}.v{lanes}p0")
-        store = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [vty, ptr, i32, mty]),
-            f"llvm.masked.store.{suffix}.p0")
-        load_i64 = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ivty, [i64.as_pointer(), i32, mty, ivty]),
-            f"llvm.masked.load.v{lanes}i64.p0")
+        esize, lanes, vty, ivty, _, gather, store, load_i64 = _vector_kit(context, builder,
+                                                                          fty, ptr)
         n = builder.extract_value(d.shape, 0)
         iota = ir.Constant(ivty, list(range(lanes)))
         zeros = ir.Constant(ivty, [0] * lanes)

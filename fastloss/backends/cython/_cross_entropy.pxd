@@ -145,6 +145,19 @@ cdef inline void block_labels(const CEParams* a, Py_ssize_t r0, Py_ssize_t R, in
         bad[0] = 1
 
 
+cdef inline void block_weights(const CEParams* a, Py_ssize_t r0, Py_ssize_t R,
+                               double* wrow) noexcept nogil:
+    """``wrow[r]``: the sample weight of row ``r0 + r`` (1 without weights), in a loop
+    without branches (vectorised)."""
+    cdef Py_ssize_t r
+    if a.weight == NULL:
+        for r in range(R):
+            wrow[r] = 1
+    else:
+        for r in range(R):
+            wrow[r] = a.weight[r0 + r]
+
+
 cdef inline double coefficient(floating kappa, double t, double keep_t, double eps_c) noexcept nogil:
     """c = κ·(t(1-ε) + ε/C), given ``keep_t = 1-ε`` and ``eps_c = ε/C``."""
     return kappa * (t * keep_t + eps_c)
@@ -463,12 +476,7 @@ cdef inline double ce_logits_small_block(
 
     # 2. per row: weight, label (skip), W and c_y·z_y; the gradient's per-row constants.
     #    Loops without branches (a random ignored label would mispredict), each vectorised.
-    if a.weight == NULL:
-        for r in range(R):
-            wrow[r] = 1
-    else:
-        for r in range(R):
-            wrow[r] = a.weight[r0 + r]
+    block_weights(a, r0, R, wrow)
     if Target is Soft:
         for r in range(R):
             keep[r] = 1
@@ -830,12 +838,7 @@ cdef inline double ce_probabilities_block(
             if Mode is not WithGrad:
                 # Value only: a regular row's loss is its label's term (module docstring),
                 # a skipped row's 0; the irregular rows take the general loop after this one.
-                if a.weight == NULL:
-                    for r in range(R):
-                        wrow[r] = 1
-                else:
-                    for r in range(R):
-                        wrow[r] = a.weight[r0 + r]
+                block_weights(a, r0, R, wrow)
                 for r in range(R):
                     regular = regular_sum(ssum[r])
                     irregular |= (lab[r] >= 0) & (regular == 0)

@@ -472,3 +472,70 @@ def test_which_backends_have_shortcuts():
         module = get_backend(name)
         for shortcut in SHORTCUTS:
             assert (getattr(module, shortcut, None) is not None) == (name in WITH_SHORTCUTS)
+
+
+def _label_pass_counter(b, monkeypatch):
+    """() -> how many separate label passes the backend's cross-entropy shortcut has made so
+    far: the Cython module's own count, or, for Numba, a count around the label check that
+    fastloss.backends._shortcut's shortcut is built with (a fresh pair, swapped in)."""
+    module = get_backend(b)
+    if b == "cython":
+        return module.kernels.label_passes
+    from fastloss.backends import _shortcut
+    from fastloss.backends.numba import _labels, _runtime
+
+    passes = []
+
+    def counted(*args):
+        passes.append(args)
+        return _labels.count_kept(*args)
+
+    _, ce = _shortcut.job_shortcuts(
+        module.elementwise,
+        module.cross_entropy,
+        counted,
+        _runtime.read_only,
+        module.cross_entropy_unchecked,
+    )
+    monkeypatch.setattr(module, "cross_entropy_shortcut", ce)
+    return lambda: len(passes)
+
+
+@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probabilities"])
+def test_the_labels_get_a_pass_of_their_own_only_where_needed(monkeypatch, b, from_logits):
+    """A separate pass over the labels (check and count) before the kernel is needed only
+    with ``ignore_index`` (the count is the normaliser) or where the kernel writes into the
+    caller's memory (``out``: a bad call must change nothing). Everywhere else the kernel
+    checks the labels it reads, and the pass (about an eighth of a value-only call at
+    (6553600, 10)) must not come back unnoticed."""
+    passes = _label_pass_counter(b, monkeypatch)
+    rng = np.random.default_rng(5)
+    x = rng.random((300, 10)).astype(np.float32) + np.float32(0.01)
+    y = rng.integers(0, 10, 300)
+    options = {"from_logits": from_logits, "backend": b}
+    loss = fastloss.SparseCategoricalCrossEntropy(**options)
+    out = np.empty_like(x)
+    without_pass = [
+        lambda: loss(y, x),
+        lambda: loss.value_and_grad(y, x),
+        lambda: loss.grad(y, x),
+        lambda: fastloss.SparseCategoricalCrossEntropy(reduction="none", **options)(y, x),
+    ]
+    with_pass = [
+        lambda: loss.value_and_grad(y, x, out=out),
+        lambda: loss.grad(y, x, out=out),
+        lambda: fastloss.SparseCategoricalCrossEntropy(ignore_index=3, **options)(y, x),
+        lambda: fastloss.SparseCategoricalCrossEntropy(ignore_index=3, **options)
+        .value_and_grad(y, x),
+    ]
+    for calls, extra in ((without_pass, 0), (with_pass, 1)):
+        for call in calls:
+            before = passes()
+            call()
+            assert passes() - before == extra
+    # and the result is the general path's (which always checks the labels first)
+    taken = loss.value_and_grad(y, x)
+    with monkeypatch.context() as m:
+        m.setattr(get_backend(b), "cross_entropy_shortcut", None)
+        general = loss.value_and_grad(y, x)
+    assert [_bits(r) for r in taken] == [_bits(r) for r in general]

@@ -521,6 +521,11 @@ cdef inline int _unweighted(str reduction) noexcept:
     return -1
 
 
+#: How many times cross_entropy_shortcut read the labels in a pass of their own before its
+#: kernel (under the GIL; read by :func:`label_passes`, a test hook).
+cdef Py_ssize_t _label_passes = 0
+
+
 cdef Py_ssize_t _count_labels(const long long* labels, Py_ssize_t n, Py_ssize_t C,
                               bint ignoring, long long ignore_index) noexcept nogil:
     """How many labels are not ``ignore_index`` (when ``ignoring``), or -1 if any other lies
@@ -637,6 +642,8 @@ def cross_entropy_shortcut(y_true, y_pred, out, str reduction, bint want_value, 
         # of a value-only call). With ignore_index, the count is the normaliser.
         checked = ignoring or (want_grad and out is not None)
         if checked:
+            global _label_passes
+            _label_passes += 1
             kept = _count_labels(p.labels, n, C, ignoring, ignore)
             if kept <= 0:   # a bad label (the general path names it), or all ignored
                 return None
@@ -680,6 +687,13 @@ def cross_entropy_shortcut(y_true, y_pred, out, str reduction, bint want_value, 
 def cpu_level():
     """0: baseline, 1: AVX2+FMA, 2: AVX-512 (F/DQ/VL/BW) — what this CPU can run."""
     return fl_cpu_level()
+
+
+def label_passes():
+    """How many times the cross-entropy shortcut has checked and counted the labels in a pass
+    of their own before its kernel, in this process (a test hook: value-only calls and calls
+    without ``out`` and ``ignore_index`` must leave the labels to the kernel)."""
+    return _label_passes
 
 
 def mxcsr():

@@ -879,7 +879,36 @@ def _dense_prob_terms(xt, tt, terms, tot, kappa, prm, n_rows, c, want_grad):
                 tt[k] = gj
 
 
-@njit(**OUT_OF_LINE)
+@helper
+def _dense_one_hot_codes(tt, code, csel, lab, kappa, prm, n_rows, c):
+    """Whether a small-C dense probabilities block (``tt``: its target transposed) has at
+    most one nonzero coefficient ``c_j`` (:func:`_class_coefficient`, NaN counts as nonzero)
+    in each row; if so, each row's ``Σ_j c_j`` into ``csel`` (then bitwise that ``c_k``, or
+    ``+0`` where there is none: every other term is ``±0``) and ``k`` into ``lab`` (0 where
+    there is none). Per row one float sum of codes ``Σ (1 + 64j)·[c_j ≠ 0]`` (exact, below
+    ``2^17`` for ``C < 64``; adds and a select, no branch: one vector loop), whose low 6 bits
+    count the nonzero ``c_j`` and, when there is one, the rest is ``64k``."""
+    prefer_wide_vectors()  # (a helper's loops are vectorised before it is inlined)
+    zero = cast_like(0.0, prm[_LO])
+    for r in range(n_rows):
+        code[r] = zero
+        csel[r] = zero
+    for j in range(c):
+        kj = kappa[j]
+        step = cast_like(np.float64(1 + 64 * j), zero)
+        for r in range(n_rows):
+            cj = _class_coefficient(True, False, zero, kj, tt[_u(j * n_rows + r)], prm)
+            csel[r] = csel[r] + cj
+            code[r] = code[r] + (zero if cj == zero else step)
+    many = 0
+    for r in range(n_rows):
+        k = np.int64(code[r])
+        many |= np.int64((k & 63) > 1)
+        lab[r] = k >> 6
+    return many == 0
+
+
+@njit(**NO_REFCOUNT)
 def _dense_prob_block(xs, ts, xn, tn, n_rows, c, wts, has_w, kappa, prm, xt, tt, rt, r64,
                       lout, has_loss, want_grad, scale, gs, buf, stream):
     """A small-C probabilities block with dense targets (``xs``, ``ts``: its ``n_rows`` rows
@@ -889,9 +918,19 @@ def _dense_prob_block(xs, ts, xn, tn, n_rows, c, wts, has_w, kappa, prm, xt, tt,
     ``scale·w·(g_j − Σ g_k q_k)/S`` is formed class-major in ``xt`` (the ``g_j`` in ``tt``)
     and written row-major into ``gs`` or (``stream``) into ``buf`` and streamed out (``buf``
     holds the class terms before). Reads all the rows before it writes any gradient, so an
-    in-place call is safe."""
+    in-place call is safe.
+
+    Value only, a block whose rows all have at most one nonzero ``c_j`` (one-hot targets,
+    no smoothing) and a finite nonzero ``S``, with ``0 < lo`` and ``0 < hi < inf``, takes
+    one log per row, bitwise the loss of the general loops: there every ``q_j`` is finite
+    or ``±inf`` (``S`` finite makes every ``x_j`` finite), so ``q̂_j`` is finite and positive
+    and ``log q̂_j`` finite, and a term with ``c_j = 0`` is ``±0``, which leaves the float64
+    row sum ``((0 + t_0) + t_1) + …`` unchanged, or ``+0`` from ``+0``: the sum is
+    ``0 + c_k log q̂_k``, the one term of the class ``k`` with ``c_k ≠ 0`` (any class,
+    ``c_k = +0``, where there is none)."""
     prefer_wide_vectors()
     one = cast_like(1.0, prm[_OM])
+    zero = cast_like(0.0, one)
     tot = rt[_RS]
     dot = rt[_RD]
     ra = rt[_RA]
@@ -899,21 +938,43 @@ def _dense_prob_block(xs, ts, xn, tn, n_rows, c, wts, has_w, kappa, prm, xt, tt,
     wr = r64[1]
     s64 = r64[2]
     dot64 = r64[3]
-    # (the row sums from the gathered vectors: a loop over the transposed rows before)
-    transpose_rows_sum64(xs, xt, s64, xn, n_rows, c)
+    lo = prm[_LO]
+    hi = prm[_HI]
     transpose_rows(ts, tt, tn, n_rows, c)
-    for r in range(n_rows):
-        lsum[r] = 0.0
-    for r in range(n_rows):
-        tot[r] = cast_like(s64[r], one)
-    # (`want_grad` a constant at each call of the inlined loop: no g_j without a gradient)
-    if want_grad:
-        _dense_prob_terms(xt, tt, buf, tot, kappa, prm, n_rows, c, True)
-    else:
-        _dense_prob_terms(xt, tt, buf, tot, kappa, prm, n_rows, c, False)
-    for j in range(c):
+    one_log = (not want_grad) and prm[_EPSC] == zero and lo > zero and hi > zero and hi < np.inf
+    if one_log:
+        # (value only: rt's rows but _RS and _RD are free, r64[3] and r64[4] too)
+        csel = rt[_RW]
+        xy = rt[_RA]
+        ky = rt[_RB]
+        lab = r64[4].view(np.int64)
+        one_log = _dense_one_hot_codes(tt, rt[_RM], csel, lab, kappa, prm, n_rows, c)
+        if one_log:
+            row_sums64_pick(xs, s64, dot64, lab, kappa, xy, ky, xn, n_rows, c)
+            fine = 0
+            for r in range(n_rows):
+                t = cast_like(s64[r], one)
+                tot[r] = t
+                fine += np.int64((t != zero) & (abs(t) < np.inf))
+            one_log = fine == n_rows
+        if one_log:
+            for r in range(n_rows):
+                lsum[r] = 0.0 + np.float64(_class_terms(xy[r], tot[r], csel[r], lo, hi, zero)[1])
+    if not one_log:
+        # (the row sums from the gathered vectors: a loop over the transposed rows before)
+        transpose_rows_sum64(xs, xt, s64, xn, n_rows, c)
         for r in range(n_rows):
-            lsum[r] = lsum[r] + np.float64(buf[_u(j * n_rows + r)])
+            lsum[r] = 0.0
+        for r in range(n_rows):
+            tot[r] = cast_like(s64[r], one)
+        # (`want_grad` a constant at each call of the inlined loop: no g_j without a gradient)
+        if want_grad:
+            _dense_prob_terms(xt, tt, buf, tot, kappa, prm, n_rows, c, True)
+        else:
+            _dense_prob_terms(xt, tt, buf, tot, kappa, prm, n_rows, c, False)
+        for j in range(c):
+            for r in range(n_rows):
+                lsum[r] = lsum[r] + np.float64(buf[_u(j * n_rows + r)])
     _block_weights(wr, wts, has_w, n_rows)
     for r in range(n_rows):
         lsum[r] = wr[r] * -lsum[r]
@@ -1146,7 +1207,7 @@ def _make_kernel():
         stride = _scratch_sizes(small, sparse, rl, c)[1]
         scratch = np.empty(n_threads * stride, x.dtype)
         rows = np.empty((n_threads, _NROWS, rl if small else 1), x.dtype)
-        rows64 = np.empty((n_threads, 4, rl if small else 1))
+        rows64 = np.empty((n_threads, 5, rl if small else 1))
         xf = x.reshape(n * c)
         tf = target.reshape(target.size)
         if nblocks == 1:  # one block of work: no parallel region (see _runtime.run)

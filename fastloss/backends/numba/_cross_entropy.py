@@ -79,11 +79,13 @@ from ._intrinsics import (
     maxnum,
     prefer_wide_vectors,
     prefetch_lines,
+    row_sum64_pick_at,
     row_sums64_pick,
     stream_copy,
     stream_scale,
     transpose_rows,
     transpose_rows_max,
+    transpose_rows_nonzero,
     transpose_rows_sum64,
 )
 from ._math import exp_nonpositive, log
@@ -879,35 +881,6 @@ def _dense_prob_terms(xt, tt, terms, tot, kappa, prm, n_rows, c, want_grad):
                 tt[k] = gj
 
 
-@helper
-def _dense_one_hot_codes(tt, code, csel, lab, kappa, prm, n_rows, c):
-    """Whether a small-C dense probabilities block (``tt``: its target transposed) has at
-    most one nonzero coefficient ``c_j`` (:func:`_class_coefficient`, NaN counts as nonzero)
-    in each row; if so, each row's ``Σ_j c_j`` into ``csel`` (then bitwise that ``c_k``, or
-    ``+0`` where there is none: every other term is ``±0``) and ``k`` into ``lab`` (0 where
-    there is none). Per row one float sum of codes ``Σ (1 + 64j)·[c_j ≠ 0]`` (exact, below
-    ``2^17`` for ``C < 64``; adds and a select, no branch: one vector loop), whose low 6 bits
-    count the nonzero ``c_j`` and, when there is one, the rest is ``64k``."""
-    prefer_wide_vectors()  # (a helper's loops are vectorised before it is inlined)
-    zero = cast_like(0.0, prm[_LO])
-    for r in range(n_rows):
-        code[r] = zero
-        csel[r] = zero
-    for j in range(c):
-        kj = kappa[j]
-        step = cast_like(np.float64(1 + 64 * j), zero)
-        for r in range(n_rows):
-            cj = _class_coefficient(True, False, zero, kj, tt[_u(j * n_rows + r)], prm)
-            csel[r] = csel[r] + cj
-            code[r] = code[r] + (zero if cj == zero else step)
-    many = 0
-    for r in range(n_rows):
-        k = np.int64(code[r])
-        many |= np.int64((k & 63) > 1)
-        lab[r] = k >> 6
-    return many == 0
-
-
 @njit(**NO_REFCOUNT)
 def _dense_prob_block(xs, ts, xn, tn, n_rows, c, wts, has_w, kappa, prm, xt, tt, rt, r64,
                       lout, has_loss, want_grad, scale, gs, buf, stream):
@@ -940,17 +913,26 @@ def _dense_prob_block(xs, ts, xn, tn, n_rows, c, wts, has_w, kappa, prm, xt, tt,
     dot64 = r64[3]
     lo = prm[_LO]
     hi = prm[_HI]
-    transpose_rows(ts, tt, tn, n_rows, c)
-    one_log = (not want_grad) and prm[_EPSC] == zero and lo > zero and hi > zero and hi < np.inf
-    if one_log:
-        # (value only: rt's rows but _RS and _RD are free, r64[3] and r64[4] too)
-        csel = rt[_RW]
+    one_log = ((not want_grad) and prm[_EPSC] == zero and abs(prm[_OM]) < np.inf
+               and lo > zero and hi > zero and hi < np.inf)
+    for j in range(c):
+        one_log &= abs(kappa[j]) < np.inf
+    if not one_log:
+        transpose_rows(ts, tt, tn, n_rows, c)
+    else:
+        # (value only: rt's rows but _RS are free, r64[3] too)
+        count = rt[_RM]
+        kf = rt[_RW]
+        ty = rt[_RD]
         xy = rt[_RA]
         ky = rt[_RB]
-        lab = r64[4].view(np.int64)
-        one_log = _dense_one_hot_codes(tt, rt[_RM], csel, lab, kappa, prm, n_rows, c)
+        transpose_rows_nonzero(ts, tt, count, kf, ty, tn, n_rows, c)
+        many = 0
+        for r in range(n_rows):
+            many += np.int64(count[r] > one)
+        one_log = many == 0
         if one_log:
-            row_sums64_pick(xs, s64, dot64, lab, kappa, xy, ky, xn, n_rows, c)
+            row_sum64_pick_at(xs, s64, kf, kappa, xy, ky, xn, n_rows, c)
             fine = 0
             for r in range(n_rows):
                 t = cast_like(s64[r], one)
@@ -959,7 +941,8 @@ def _dense_prob_block(xs, ts, xn, tn, n_rows, c, wts, has_w, kappa, prm, xt, tt,
             one_log = fine == n_rows
         if one_log:
             for r in range(n_rows):
-                lsum[r] = 0.0 + np.float64(_class_terms(xy[r], tot[r], csel[r], lo, hi, zero)[1])
+                cy = _class_coefficient(True, False, zero, ky[r], ty[r], prm)
+                lsum[r] = 0.0 + np.float64(_class_terms(xy[r], tot[r], cy, lo, hi, zero)[1])
     if not one_log:
         # (the row sums from the gathered vectors: a loop over the transposed rows before)
         transpose_rows_sum64(xs, xt, s64, xn, n_rows, c)
@@ -1207,7 +1190,7 @@ def _make_kernel():
         stride = _scratch_sizes(small, sparse, rl, c)[1]
         scratch = np.empty(n_threads * stride, x.dtype)
         rows = np.empty((n_threads, _NROWS, rl if small else 1), x.dtype)
-        rows64 = np.empty((n_threads, 5, rl if small else 1))
+        rows64 = np.empty((n_threads, 4, rl if small else 1))
         xf = x.reshape(n * c)
         tf = target.reshape(target.size)
         if nblocks == 1:  # one block of work: no parallel region (see _runtime.run)

@@ -913,36 +913,41 @@ def _dense_prob_block(xs, ts, xn, tn, n_rows, c, wts, has_w, kappa, prm, xt, tt,
     dot64 = r64[3]
     lo = prm[_LO]
     hi = prm[_HI]
+    # (rt's rows _RM, _RW, _RD, _RA, _RB are free here: a gradient's loops fill _RD, _RA
+    # later; the nonzero count costs a compare and three moves per gathered vector, in
+    # registers)
+    count = rt[_RM]
+    kf = rt[_RW]
+    ty = rt[_RD]
+    xy = rt[_RA]
+    ky = rt[_RB]
+    transpose_rows_nonzero(ts, tt, count, kf, ty, tn, n_rows, c)
     one_log = ((not want_grad) and prm[_EPSC] == zero and abs(prm[_OM]) < np.inf
                and lo > zero and hi > zero and hi < np.inf)
     for j in range(c):
         one_log &= abs(kappa[j]) < np.inf
-    if not one_log:
-        transpose_rows(ts, tt, tn, n_rows, c)
-    else:
-        # (value only: rt's rows but _RS are free, r64[3] too)
-        count = rt[_RM]
-        kf = rt[_RW]
-        ty = rt[_RD]
-        xy = rt[_RA]
-        ky = rt[_RB]
-        transpose_rows_nonzero(ts, tt, count, kf, ty, tn, n_rows, c)
+    if one_log:
         many = 0
         for r in range(n_rows):
             many += np.int64(count[r] > one)
         one_log = many == 0
-        if one_log:
-            row_sum64_pick_at(xs, s64, kf, kappa, xy, ky, xn, n_rows, c)
-            fine = 0
-            for r in range(n_rows):
-                t = cast_like(s64[r], one)
-                tot[r] = t
-                fine += np.int64((t != zero) & (abs(t) < np.inf))
-            one_log = fine == n_rows
-        if one_log:
-            for r in range(n_rows):
-                cy = _class_coefficient(True, False, zero, ky[r], ty[r], prm)
-                lsum[r] = 0.0 + np.float64(_class_terms(xy[r], tot[r], cy, lo, hi, zero)[1])
+    if one_log:
+        row_sum64_pick_at(xs, s64, kf, kappa, xy, ky, xn, n_rows, c)
+        fine = 0
+        for r in range(n_rows):
+            t = cast_like(s64[r], one)
+            tot[r] = t
+            fine += np.int64((t != zero) & (abs(t) < np.inf))
+        one_log = fine == n_rows
+    if one_log:
+        # the terms in a loop of the float type only (16 float32 lanes; with the float64 sum
+        # in it, 8), into the count's row (read already)
+        terms = count
+        for r in range(n_rows):
+            cy = _class_coefficient(True, False, zero, ky[r], ty[r], prm)
+            terms[r] = _class_terms(xy[r], tot[r], cy, lo, hi, zero)[1]
+        for r in range(n_rows):
+            lsum[r] = 0.0 + np.float64(terms[r])
     if not one_log:
         # (the row sums from the gathered vectors: a loop over the transposed rows before)
         transpose_rows_sum64(xs, xt, s64, xn, n_rows, c)

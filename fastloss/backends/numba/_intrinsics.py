@@ -46,8 +46,10 @@ have bought are asked for explicitly, on exactly the operations that need them:
   :func:`stream_scale` streams a scaled row (one entry replaced) without a copy in scratch.
 * :func:`transpose_rows`, :func:`transpose_rows_max` — a block of short rows transposed to
   class-major order with vector gathers (``llvm.masked.gather``), optionally with the row
-  maxima folded in; :func:`row_sums64` — the same gathers giving only the rows' float64
-  sums of ``x_j`` and ``|x_j|`` (nothing transposed is stored).
+  maxima folded in, or (:func:`transpose_rows_nonzero`) each row's count of nonzero
+  entries and the last one; :func:`row_sums64` — the same gathers giving only the rows'
+  float64 sums of ``x_j`` and ``|x_j|`` (nothing transposed is stored), with the entries at
+  given classes picked too (:func:`row_sums64_pick`, :func:`row_sum64_pick_at`).
 * :func:`gather_labelled` — per row, the entry at the row's label (or the label's class
   weight), by vector gathers with the label clamped into ``[0, c)``.
 * :func:`prefetch_lines` — software prefetch of a range of an array (``llvm.prefetch``), so

@@ -583,9 +583,10 @@ def _transpose_codegen(context, builder, signature, args, sums64=False, roles=No
     fone = ir.Constant(vty, [1.0] * lanes)
     nonzero = "count" in arrays
     float_labels = lab is not None and isinstance(types_of["lab"].dtype, types.Float)
-    flab_load = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(vty, [ptr, i32, mty, vty]),
-        f"llvm.masked.load.v{lanes}{'f32' if fty == _F32 else 'f64'}.p0")
+    if float_labels:
+        flab_load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [ptr, i32, mty, vty]),
+            f"llvm.masked.load.v{lanes}{'f32' if fty == _F32 else 'f64'}.p0")
     zero = ir.Constant(i64, 0)
     with cgutils.for_range_slice(builder, zero, n, ir.Constant(i64, lanes), inc=True) as (r0, _):
         mask = builder.icmp_signed("<", iota, _splat(builder, builder.sub(n, r0), ivty))
@@ -604,9 +605,10 @@ def _transpose_codegen(context, builder, signature, args, sums64=False, roles=No
         elif lab is not None:
             labels = builder.call(lab_load, [builder.gep(lab.data, [r0]), ir.Constant(i32, 8),
                                              mask, ir.Constant(ivty, [-1] * lanes)])
-        count = cgutils.alloca_once_value(builder, fzero)
-        nz_class = cgutils.alloca_once_value(builder, fzero)
-        nz_value = cgutils.alloca_once_value(builder, fzero)
+        if nonzero:
+            count = cgutils.alloca_once_value(builder, fzero)
+            nz_class = cgutils.alloca_once_value(builder, fzero)
+            nz_value = cgutils.alloca_once_value(builder, fzero)
         span = builder.mul(r0, c)
         _prefetch_range(context, builder, ahead_ty, ahead, span,
                         builder.add(span, builder.mul(c, ir.Constant(i64, lanes))))

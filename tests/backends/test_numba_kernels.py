@@ -748,6 +748,41 @@ def test_cross_entropy_probabilities_dense_targets(c, soft, dtype, rng):
         np.testing.assert_allclose(v, v_ref, rtol=TOL[np.dtype(dtype).type]["rtol"] * 10)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c", [3, 10, 63])
+def test_cross_entropy_probabilities_at_most_one_nonzero_target(c, dtype, rng):
+    """Dense targets with at most one nonzero entry per row, of any value (a value-only call
+    takes one log per row in a small-C chunk where every row has at most one nonzero entry
+    and a finite nonzero ``S``): rows with no nonzero entry, ``−0`` entries, a NaN entry, an
+    entry at a class of weight 0, irregular rows, and a row with two nonzero entries (its
+    chunk takes the general loops), with and without class weights (one infinite: every
+    chunk takes the general loops); value only bitwise as with a gradient, for 1, 2 and 3
+    threads, and close to the reference."""
+    n = 3 * _cross_entropy.rows_per_block(c) + 37
+    labels = rng.integers(0, c, n)
+    x, overflow = _probability_rows(c, dtype, n, labels, rng)
+    target = np.zeros((n, c), dtype)
+    target[np.arange(n), labels] = rng.choice([1.0, 0.25, 3.0], n).astype(dtype)
+    target[rng.uniform(size=n) < 0.05] = 0.0  # no nonzero entry
+    target[rng.uniform(size=(n, c)) < 0.1] *= -1  # −0 entries, negative ones
+    target[(7 * 331) % n, labels[(7 * 331) % n]] = np.nan
+    target[(9 * 331) % n, (labels[(9 * 331) % n] + 1) % c] = 0.5  # two nonzero entries
+    kappa = rng.uniform(0.5, 2.0, c)
+    kappa[labels[11]] = 0.0
+    kappa_inf = kappa.copy()
+    kappa_inf[(labels[11] + 1) % c] = np.inf
+    for class_weight in (None, kappa, kappa_inf):
+        for kw in ({"clip_lo": 1e-7, "clip_hi": 1.0 - 1e-7}, {"clip_lo": 0.05, "clip_hi": 0.6}):
+            args = {"weight": rng.uniform(0.0, 2.0, n), "class_weight": class_weight}
+            make = _ce_job_factory(False, False, x, labels, target, args, kw, "grad")
+            with np.errstate(invalid="ignore"):  # (the reference's sum of ±inf row losses)
+                (v_ref, g_ref, l_ref), (v, g, lo) = run_both(lambda b: b.cross_entropy, make)
+            ok = np.arange(n) != overflow  # (see test_cross_entropy_probabilities_regular_…)
+            assert_close(lo[ok], l_ref[ok], dtype, scale=_scale(l_ref))
+            assert np.isnan(l_ref).sum() >= 4
+            _probabilities_every_thread_count(False, x, labels, target, args, kw, v, g, lo)
+
+
 def test_read_only_and_empty_inputs_need_no_new_signature(rng, tmp_path):
     """Inputs reach the kernels as read-only views, so read-only or memory-mapped arrays run
     on the already compiled signature (no compile of seconds on a user's first such call);

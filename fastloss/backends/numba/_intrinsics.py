@@ -46,8 +46,10 @@ have bought are asked for explicitly, on exactly the operations that need them:
   :func:`stream_scale` streams a scaled row (one entry replaced) without a copy in scratch.
 * :func:`transpose_rows`, :func:`transpose_rows_max` — a block of short rows transposed to
   class-major order with vector gathers (``llvm.masked.gather``), optionally with the row
-  maxima folded in; :func:`row_sums64` — the same gathers giving only the rows' float64
-  sums of ``x_j`` and ``|x_j|`` (nothing transposed is stored).
+  maxima folded in, or (:func:`transpose_rows_nonzero`) each row's count of nonzero
+  entries and the last one; :func:`row_sums64` — the same gathers giving only the rows'
+  float64 sums of ``x_j`` and ``|x_j|`` (nothing transposed is stored), with the entries at
+  given classes picked too (:func:`row_sums64_pick`, :func:`row_sum64_pick_at`).
 * :func:`gather_labelled` — per row, the entry at the row's label (or the label's class
   weight), by vector gathers with the label clamped into ``[0, c)``.
 * :func:`prefetch_lines` — software prefetch of a range of an array (``llvm.prefetch``), so
@@ -75,6 +77,7 @@ __all__ = [
     "prefetch_lines",
     "row_sums64",
     "row_sums64_pick",
+    "row_sum64_pick_at",
     "scale_by_pow2",
     "scale_by_pow2_nonpositive",
     "split_exponent",
@@ -84,6 +87,7 @@ __all__ = [
     "stream_copy_unfenced",
     "transpose_rows",
     "transpose_rows_max",
+    "transpose_rows_nonzero",
     "transpose_rows_sum64",
 ]
 
@@ -528,7 +532,10 @@ def _transpose_codegen(context, builder, signature, args, sums64=False, roles=No
     ``maxnum``, or extend it to float64 and add it (and, with ``a64``, its ``fabs``) to the
     group's running sums (plain ``fadd``, class by class from ``+0.0``), and/or (``lab``)
     keep it, and ``kappa[j]``, in the lanes whose label is ``j`` (``+0.0`` in a lane whose
-    label is never met); lanes beyond the last row are masked off (no load, no store)."""
+    label is never met; ``lab`` int64 or, :func:`row_sum64_pick_at`, in the float type),
+    and/or (``count``, :func:`transpose_rows_nonzero`) count the nonzero entries and keep
+    the last one and its class; lanes beyond the last row are masked off (no load, no
+    store)."""
     if roles is None:
         n_arrays = len(signature.args) - 2
         roles = (("src", "s64", "a64", "ahead") if sums64 else
@@ -573,6 +580,13 @@ def _transpose_codegen(context, builder, signature, args, sums64=False, roles=No
     iota = ir.Constant(ivty, list(range(lanes)))
     nan = ir.Constant(vty, [float("nan")] * lanes)
     fzero = ir.Constant(vty, [0.0] * lanes)
+    fone = ir.Constant(vty, [1.0] * lanes)
+    nonzero = "count" in arrays
+    float_labels = lab is not None and isinstance(types_of["lab"].dtype, types.Float)
+    if float_labels:
+        flab_load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [ptr, i32, mty, vty]),
+            f"llvm.masked.load.v{lanes}{'f32' if fty == _F32 else 'f64'}.p0")
     zero = ir.Constant(i64, 0)
     with cgutils.for_range_slice(builder, zero, n, ir.Constant(i64, lanes), inc=True) as (r0, _):
         mask = builder.icmp_signed("<", iota, _splat(builder, builder.sub(n, r0), ivty))
@@ -584,10 +598,17 @@ def _transpose_codegen(context, builder, signature, args, sums64=False, roles=No
         picked = cgutils.alloca_once_value(builder, fzero)
         picked_k = cgutils.alloca_once_value(builder, fzero)
         labels = None
-        if lab is not None:
+        if lab is not None and float_labels:
             # (masked-off lanes: label -1, never met)
+            labels = builder.call(flab_load, [builder.gep(lab.data, [r0]), align, mask,
+                                              ir.Constant(vty, [-1.0] * lanes)])
+        elif lab is not None:
             labels = builder.call(lab_load, [builder.gep(lab.data, [r0]), ir.Constant(i32, 8),
                                              mask, ir.Constant(ivty, [-1] * lanes)])
+        if nonzero:
+            count = cgutils.alloca_once_value(builder, fzero)
+            nz_class = cgutils.alloca_once_value(builder, fzero)
+            nz_value = cgutils.alloca_once_value(builder, fzero)
         span = builder.mul(r0, c)
         _prefetch_range(context, builder, ahead_ty, ahead, span,
                         builder.add(span, builder.mul(c, ir.Constant(i64, lanes))))
@@ -611,8 +632,19 @@ def _transpose_codegen(context, builder, signature, args, sums64=False, roles=No
                 if a64 is not None:
                     builder.store(builder.fadd(builder.load(a), builder.call(fabs64, [v64])),
                                   a)
+            if nonzero:
+                # (NaN is nonzero; masked-off lanes hold any value, never stored)
+                nz = builder.fcmp_unordered("!=", v, fzero)
+                builder.store(builder.fadd(builder.load(count),
+                                           builder.select(nz, fone, fzero)), count)
+                builder.store(builder.select(nz, _splat(builder, builder.sitofp(j, fty), vty),
+                                             builder.load(nz_class)), nz_class)
+                builder.store(builder.select(nz, v, builder.load(nz_value)), nz_value)
             if labels is not None:
-                hit = builder.icmp_signed("==", labels, _splat(builder, j, ivty))
+                hit = (builder.fcmp_ordered("==", labels,
+                                            _splat(builder, builder.sitofp(j, fty), vty))
+                       if float_labels else
+                       builder.icmp_signed("==", labels, _splat(builder, j, ivty)))
                 builder.store(builder.select(hit, v, builder.load(picked)), picked)
                 kj = builder.load(builder.gep(kap.data, [j]))
                 builder.store(builder.select(hit, _splat(builder, kj, vty),
@@ -625,6 +657,10 @@ def _transpose_codegen(context, builder, signature, args, sums64=False, roles=No
             if a64 is not None:
                 builder.call(store64, [builder.load(a), builder.gep(a64.data, [r0]), align64,
                                        mask])
+        if nonzero:
+            for role, value in (("count", count), ("kf", nz_class), ("picked", nz_value)):
+                builder.call(store, [builder.load(value), builder.gep(arrays[role].data, [r0]),
+                                     align, mask])
         if labels is not None:
             builder.call(store, [builder.load(picked), builder.gep(arrays["xy"].data, [r0]),
                                  align, mask])
@@ -722,6 +758,49 @@ def row_sums64_pick(typingctx, src, s64, a64, lab, kappa, xy, ky, ahead, n_rows,
                                          "ahead"))
 
     return types.none(src, s64, a64, lab, kappa, xy, ky, ahead, n_rows, c), codegen
+
+
+@intrinsic
+def transpose_rows_nonzero(typingctx, src, dst, count, kf, picked, ahead, n_rows, c):
+    """:func:`transpose_rows`, and from the same gathers, per row ``x``, ``count[r]`` the
+    number of its entries ``x_j != 0`` (NaN counts), ``kf[r]`` the class ``j`` of the last
+    such entry and ``picked[r]`` its value (``0`` for both where there is none), all three
+    in the float type of ``src``. The caller guarantees, besides what
+    :func:`transpose_rows` needs, ``count.size``, ``kf.size``, ``picked.size ≥ R``."""
+    arrays = (src, dst, count, kf, picked, ahead)
+    if _transpose_typer(arrays, n_rows, c) is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _transpose_codegen(context, builder, signature, args,
+                                  roles=("src", "dst", "count", "kf", "picked", "ahead"))
+
+    return types.none(*arrays, n_rows, c), codegen
+
+
+@intrinsic
+def row_sum64_pick_at(typingctx, src, s64, kf, kappa, xy, ky, ahead, n_rows, c):
+    """The row sums ``s64`` of :func:`row_sums64` (no ``Σ|x_j|``), and from the same gathers
+    each row's entry at the class ``kf[r]``, ``xy[r] = x[kf[r]]``, and ``ky[r] =
+    kappa[kf[r]]`` (``+0.0`` for both where ``kf[r]`` is no class in ``[0, c)``): as
+    :func:`row_sums64_pick` with the classes given in the float type of ``src`` (as
+    :func:`transpose_rows_nonzero` gives them). The caller guarantees ``s64.size``,
+    ``kf.size``, ``xy.size``, ``ky.size ≥ R``, ``kappa.size ≥ c`` and what
+    :func:`row_sums64` needs."""
+    ok = (all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
+              for t in (src, s64, kf, kappa, xy, ky, ahead))
+          and isinstance(src.dtype, types.Float)
+          and all(t.dtype == src.dtype for t in (ahead, kf, kappa, xy, ky))
+          and s64.dtype == types.float64
+          and isinstance(n_rows, types.Integer) and isinstance(c, types.Integer))
+    if not ok:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _transpose_codegen(context, builder, signature, args,
+                                  roles=("src", "s64", "lab", "kappa", "xy", "ky", "ahead"))
+
+    return types.none(src, s64, kf, kappa, xy, ky, ahead, n_rows, c), codegen
 
 
 @intrinsic

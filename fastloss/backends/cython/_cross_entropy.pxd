@@ -75,7 +75,7 @@ cdef extern from "_fastmath.h":
     enum: FL_LANES   # lane_sum's lanes; shorter rows are added in two chains
 
 from fastloss.backends.cython._fastmath cimport (
-    abs_, exp_nonpos, fl_log, fl_prefetch, fl_sum_rows_f64, fl_touch, fl_prob_grad_term, fl_prob_loss_term, lane_max,
+    FL_EXP_GROUP_F32, abs_, exp_nonpos, fl_exp_group_sums_f32, fl_log, fl_prefetch, fl_sum_rows_f64, fl_touch, fl_prob_grad_term, fl_prob_loss_term, lane_max,
     gather_cols, lane_sum, shifted, short_row_sums, stream_copy, stream_scale,
     transpose_in_max, transpose_out,
 )
@@ -97,6 +97,9 @@ cdef enum:
     # ~11 KiB of per-row arrays fit a 48 KiB L1 up to C ~ 37: arithmetic, not measured.)
     CE_SMALL_C = 64
     CE_SMALL_ROWS = 128
+    # Rows of a group of ce_small_group_sums (their sums stay in registers across the
+    # classes): a multiple of every vector width.
+    CE_SMALL_LANES = 16
 
 
 cdef struct CEParams:
@@ -391,6 +394,39 @@ cdef inline Py_ssize_t ce_small_scratch(Py_ssize_t C, Py_ssize_t R) noexcept nog
     return 3 * C * R + 8 * R
 
 
+cdef inline void ce_small_group_sums(
+    const Mode* mode, Py_ssize_t C, Py_ssize_t R, Py_ssize_t g, Py_ssize_t n,
+    floating* xt, const floating* mrow, double* ssum,
+) noexcept nogil:
+    """Step 3's exp of ce_logits_small_block for the rows [g, g + n) of the transposed block
+    (n <= CE_SMALL_LANES; row stride R): ``ssum = Σ_j e_j`` with ``e = exp(z)``, ``z =
+    shifted(x, m)`` (e written over ``xt`` with the gradient), in float64 from +0 in class
+    order: the same additions as a loop over the classes with the rows inside. Here the
+    classes are the inner loop, and with ``n = CE_SMALL_LANES`` (a constant once inlined)
+    the group's sums and maxima stay in vector registers across it."""
+    cdef double s[CE_SMALL_LANES]
+    cdef floating m[CE_SMALL_LANES]
+    cdef Py_ssize_t j, l
+    cdef floating* col
+    cdef floating e
+    if floating is float:
+        if FL_EXP_GROUP_F32 and n == CE_SMALL_LANES:
+            fl_exp_group_sums_f32(xt + g, R, C, mrow + g, ssum + g, Mode is WithGrad)
+            return
+    for l in range(n):
+        s[l] = 0
+        m[l] = mrow[g + l]
+    for j in range(C):
+        col = xt + j * R + g
+        for l in range(n):
+            e = exp_nonpos(shifted(col[l], m[l]))
+            if Mode is WithGrad:
+                col[l] = e
+            s[l] += e
+    for l in range(n):
+        ssum[g + l] = s[l]
+
+
 cdef inline double ce_logits_small_block(
     const CEParams* a, const Target* target_kind, const Mode* mode,
     Py_ssize_t r0, Py_ssize_t r1,
@@ -438,6 +474,7 @@ cdef inline double ce_logits_small_block(
     cdef floating* xy = cy + R                   # x_y (sparse)
     cdef floating* ky = xy + R                   # κ_y (sparse)
     cdef int* lab = <int*>(ky + R)               # label, -1 for a skipped row
+    cdef int* lcol = lab + R                     # label, 0 for a skipped row
     cdef double* zsum = rows            # Σ c_j z_j
     cdef double* wsum = rows + R        # W, then the gradient factor a
     cdef double* ssum = rows + 2 * R    # s = Σ exp(z)
@@ -449,7 +486,7 @@ cdef inline double ce_logits_small_block(
     cdef const floating* tcol
     cdef floating v, m, kj, e
     cdef int jl
-    cdef Py_ssize_t next_rows
+    cdef Py_ssize_t next_rows, g, groups
     cdef Prefetcher pf, pft
     cdef double eps_c = a.smoothing / C, keep_y = 1 - a.smoothing, kappa_sum = a.kappa_sum
     cdef double scale = a.scale, w, coef_y, c
@@ -467,12 +504,10 @@ cdef inline double ce_logits_small_block(
     pf.read2 = NULL
     pf.write = NULL
     pf.left = next_rows * C * sizeof(floating)
-    pf.step = (pf.left // C + 63) // 64 * 64
     pft.read = <const char*>(target + r1 * C) if Target is Soft else <const char*>(a.labels + r1)
     pft.read2 = NULL
     pft.write = NULL
     pft.left = next_rows * (C * sizeof(floating) if Target is Soft else sizeof(long long))
-    pft.step = (pft.left // C + 63) // 64 * 64
 
     # 2. per row: weight, label (skip), W and c_y·z_y; the gradient's per-row constants.
     #    Loops without branches (a random ignored label would mispredict), each vectorised.
@@ -485,13 +520,15 @@ cdef inline double ce_logits_small_block(
     else:
         block_labels(a, r0, R, lab, bad)
 
-        # x_y and κ_y (row 0's class 0 stands in for a skipped row's): a gather each
-        # per vector of rows (selecting them in the z loop below, a compare and select
-        # per element, took twice as long)
+        # x_y and κ_y (class 0 stands in for a skipped row's): a hardware gather each per
+        # vector of rows (gather_cols; κ_y as the column col[r] of a "matrix" of row
+        # stride 0). Selecting them in the z loop below, a compare and select per element,
+        # took twice as long; the loop `xy[r] = xb[r·C + col[r]]` GCC left scalar (-fwrapv
+        # index arithmetic, see gather_cols): 7% of a value-only call (perf).
         for r in range(R):
-            jl = lab[r] if lab[r] >= 0 else 0
-            xy[r] = xb[r * C + jl]
-            ky[r] = kappa[jl]
+            lcol[r] = lab[r] if lab[r] >= 0 else 0
+        gather_cols(xb, C, R, lcol, xy)
+        gather_cols(kappa, 0, R, lcol, ky)
         # Per row, in loops of few arrays each (one loop storing to all of them has more
         # possible overlaps than GCC checks at run time: it stayed scalar, 7 cycles a row).
         for r in range(R):
@@ -530,17 +567,23 @@ cdef inline double ce_logits_small_block(
                 c = coefficient(kj, tcol[r], keep_y, eps_c)
                 wsum[r] += c
                 zsum[r] += 0 if c == 0 else c * shifted(col[r], mrow[r])
-    for r in range(R):
-        ssum[r] = 0
-    for j in range(C):
+    # The exp a group of rows at a time (the row sums in registers across the classes);
+    # the next block's inputs prefetched a share per group.
+    groups = (R + CE_SMALL_LANES - 1) // CE_SMALL_LANES
+    pf.step = (pf.left // groups + 63) // 64 * 64
+    pft.step = (pft.left // groups + 63) // 64 * 64
+    g = 0
+    while g + CE_SMALL_LANES <= R:
         prefetch_next(&pf)
         prefetch_next(&pft)
-        col = xt + j * R
-        for r in range(R):
-            e = exp_nonpos(shifted(col[r], mrow[r]))
-            if Mode is WithGrad:
-                col[r] = e
-            ssum[r] += e
+        ce_small_group_sums(mode, C, R, g, CE_SMALL_LANES, xt, mrow, ssum)
+        g += CE_SMALL_LANES
+    if g < R:
+        ce_small_group_sums(mode, C, R, g, R - g, xt, mrow, ssum)
+    pf.step = pf.left
+    pft.step = pft.left
+    prefetch_next(&pf)
+    prefetch_next(&pft)
 
     # 4. row losses and gradient factors.
     for r in range(R):

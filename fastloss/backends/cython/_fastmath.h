@@ -586,6 +586,64 @@ FL_INLINE void fl_transpose_out_f64(const double *xt, ptrdiff_t S, ptrdiff_t C, 
 { fl__transpose_out_rest_double(xt, S, C, 0, R, out); }
 #endif
 
+/* Step 3 of the small-class softmax (ce_logits_small_block) for a group of 16 rows of the
+ * transposed block, float32, AVX-512: s[l] = Σ_j e_j in float64 from +0 in class order, with
+ * e_j = fl_expf_nonpos(fl_shifted_f32(xt[j*S + l], m[l])), written over xt where store is
+ * nonzero. The same additions as the loop GCC vectorises from those functions (Cython,
+ * ce_small_group_sums), and the same exp bit for bit: the FMAs are where GCC contracts the
+ * scalar source (read in the asm of that loop: t, r twice, the polynomial, p*r^2 + r), and
+ * the scaling p*2^(n+64)*2^-64 is one VSCALEFPS p*2^n, the same rounding (the first product
+ * is exact: p in [0.7, 1.5], 2^(n+64) normal for n >= -150), which saves three operations a
+ * vector; the clamp to -104 is kept (GCC instead zeroes those lanes: exp(-104) rounds to 0
+ * either way). A NaN passes every step as in the scalar code (each operation has one NaN
+ * operand, or the same NaN twice), and s + e keeps s's NaN (s is the first operand of
+ * VADDPD, as in GCC's loop: checked in the asm). tests/backends/test_cython_kernels.py
+ * compares it with the portable loop. */
+#if defined(__AVX512F__)
+#define FL_EXP_GROUP_F32 1
+FL_INLINE __m512 fl__expf_nonpos_v16(__m512 x)
+{
+    const __m512 shifter = _mm512_set1_ps(12582912.0f);
+    __m512 xc = _mm512_max_ps(_mm512_set1_ps(-104.0f), x); /* NaN: the second operand, x */
+    __m512 t = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), shifter);
+    __m512 n = _mm512_sub_ps(t, shifter);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 r2 = _mm512_mul_ps(r, r);
+    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(1.9875691500e-4f), r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+FL_INLINE void fl_exp_group_sums_f32(float *xt, ptrdiff_t S, ptrdiff_t C, const float *m,
+                                     double *s, int store)
+{
+    const __m512 mv = _mm512_loadu_ps(m);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (ptrdiff_t j = 0; j < C; j++) {
+        __m512 x = _mm512_loadu_ps(xt + j * S);
+        /* fl_shifted_f32: x - m, +0 where x == m (x != m also holds for NaN) */
+        __m512 z = _mm512_maskz_sub_ps(_mm512_cmp_ps_mask(x, mv, _CMP_NEQ_UQ), x, mv);
+        __m512 e = fl__expf_nonpos_v16(z);
+        if (store)
+            _mm512_storeu_ps(xt + j * S, e);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
+    }
+    _mm512_storeu_pd(s, s0);
+    _mm512_storeu_pd(s + 8, s1);
+}
+#else
+#define FL_EXP_GROUP_F32 0
+FL_INLINE void fl_exp_group_sums_f32(float *xt, ptrdiff_t S, ptrdiff_t C, const float *m,
+                                     double *s, int store)
+{ (void)xt; (void)S; (void)C; (void)m; (void)s; (void)store; }   /* not called */
+#endif
+
 /* Row sums of R short rows (fewer than FL_LANES values each; row r is x[r*C .. r*C + C)),
  * S[r] = fl_sum(x + r*C, C) bit for bit: each in fl_sum's two chains, the even classes and
  * the odd ones, each from +0 in class order, then added. With AVX2/AVX-512, G rows at a time

@@ -565,9 +565,56 @@ FL_DEFINE_TRANSPOSE_SCALAR(double)
                 STORE(out + r * C + q * G, GATHER(xt + r, LOADIDX(tab + q * G)));          \
         fl__transpose_out_rest_##T(xt, S, C, r, R, out);                                   \
     }
-FL_DEFINE_TRANSPOSE(fl_transpose_in_max_f32, fl_transpose_out_f32, float, FL_TG_F32, FL_VF32,
+FL_DEFINE_TRANSPOSE(fl__transpose_in_max_f32_g, fl_transpose_out_f32, float, FL_TG_F32, FL_VF32,
                     FL_IDX_F32, FL_LOADIDX_F32, FL_GATHER_F32, FL_MAX_F32, FL_STORE_F32,
                     FL_SET1_F32)
+#if defined(__AVX512F__)
+/* AVX-512, float: two classes per pair of gathers of 64-bit elements (classes j and j + 1 of
+ * 8 rows each, 8 loads per gather where a gather of one class of 16 rows makes 16: gathers
+ * are bound by their loads), split into the two class vectors of the 16 rows by two
+ * VPERMT2PS; an odd C's last class with the 32-bit gather. The same values stored, and the
+ * same maxima taken in class order, as fl__transpose_in_max_f32_g. Measured (float32,
+ * (6553600, 10), sparse value only, one thread, CPU time): see _cross_entropy.pxd. */
+FL_INLINE void fl_transpose_in_max_f32(const float *x, ptrdiff_t C, ptrdiff_t R, float *xt,
+                                       ptrdiff_t S, float *m)
+{
+    int32_t tab[16];
+    for (int l = 0; l < 16; l++)
+        tab[l] = (int32_t)(l * C);
+    const __m512i idx = _mm512_loadu_si512((const void *)tab);
+    const __m256i idx8 = _mm512_castsi512_si256(idx);   /* rows 0-7 */
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    ptrdiff_t r = 0;
+    for (; r + 16 <= R; r += 16) {
+        const float *b = x + r * C;
+        const float *b8 = b + 8 * C;   /* rows 8-15 */
+        __m512 mv = _mm512_set1_ps(-INFINITY);
+        ptrdiff_t j = 0;
+        for (; j + 2 <= C; j += 2) {
+            __m512 lo = _mm512_castpd_ps(_mm512_i32gather_pd(idx8, (const void *)(b + j), 4));
+            __m512 hi = _mm512_castpd_ps(_mm512_i32gather_pd(idx8, (const void *)(b8 + j), 4));
+            __m512 v0 = _mm512_permutex2var_ps(lo, even, hi);
+            __m512 v1 = _mm512_permutex2var_ps(lo, odd, hi);
+            _mm512_storeu_ps(xt + j * S + r, v0);
+            _mm512_storeu_ps(xt + (j + 1) * S + r, v1);
+            mv = _mm512_max_ps(v0, mv);
+            mv = _mm512_max_ps(v1, mv);
+        }
+        if (j < C) {
+            __m512 v = _mm512_i32gather_ps(idx, b + j, 4);
+            _mm512_storeu_ps(xt + j * S + r, v);
+            mv = _mm512_max_ps(v, mv);
+        }
+        _mm512_storeu_ps(m + r, mv);
+    }
+    fl__transpose_in_max_rest_float(x, C, r, R, xt, S, m);
+}
+#else
+FL_INLINE void fl_transpose_in_max_f32(const float *x, ptrdiff_t C, ptrdiff_t R, float *xt,
+                                       ptrdiff_t S, float *m)
+{ fl__transpose_in_max_f32_g(x, C, R, xt, S, m); }
+#endif
 FL_DEFINE_TRANSPOSE(fl_transpose_in_max_f64, fl_transpose_out_f64, double, FL_TG_F64, FL_VF64,
                     FL_IDX_F64, FL_LOADIDX_F64, FL_GATHER_F64, FL_MAX_F64, FL_STORE_F64,
                     FL_SET1_F64)

@@ -403,7 +403,10 @@ cdef inline void ce_small_group_sums(
     shifted(x, m)`` (e written over ``xt`` with the gradient), in float64 from +0 in class
     order: the same additions as a loop over the classes with the rows inside. Here the
     classes are the inner loop, and with ``n = CE_SMALL_LANES`` (a constant once inlined)
-    the group's sums and maxima stay in vector registers across it."""
+    the group's sums and maxima stay in vector registers across it. A whole group of float32
+    in the AVX-512 build takes fl_exp_group_sums_f32 (_fastmath.h: the same exp and sums bit
+    for bit, the 2^n scaling in one instruction; tests/backends/test_cython_kernels.py,
+    test_small_class_groups_equal_the_remainder_rows)."""
     cdef double s[CE_SMALL_LANES]
     cdef floating m[CE_SMALL_LANES]
     cdef Py_ssize_t j, l
@@ -446,17 +449,25 @@ cdef inline double ce_logits_small_block(
     3. ``Σ c_j z_j`` over the classes (soft targets, or smoothing), then e = exp(z) (into
        ``xt`` for the gradient) and ``s += e``: every row sum in float64, in class order;
        z = x - m is formed where it is used (a loop storing it cost ~10% of a value-only
-       call streaming from memory);
+       call streaming from memory). The exp a group of CE_SMALL_LANES rows at a time, the
+       classes inside (ce_small_group_sums): the group's sums stay in registers;
     4. row losses and gradient factors (ce_finish_rows, as in ce_logits_block);
     5. ``xt`` ← g = a·e - scale·w·c, 0 for a skipped row;
     6. g transposed back into the gradient rows (or a row-major scratch streamed out).
 
-    The next block's logits and labels (targets) are prefetched a share per class in step 3,
+    The next block's logits and labels (targets) are prefetched a share per group in step 3,
     a few cache lines in flight at a time. Measured (float32, (6553600, 10), one thread,
     AVX-512, CPU time, min of 5, interleaved with the previous version, which prefetched a
     whole block at once, stored z in a pass of its own, had a per-row loop GCC left scalar
     and 256-row blocks): value only 68.8 -> 56.3 ms sparse, 116.5 -> 77.2 ms soft; with the
     gradient 110.2 -> 98.9 ms and 166.1 -> 131.3 ms (np.sum of the logits: 23.1 ms).
+    Then (same case, value only, one thread, CPU time, min of 15 calls, three runs
+    alternating with the previous build, loaded machine) the exp in groups of rows (with
+    AVX-512's VSCALEFPS, fl_exp_group_sums_f32), x_y and κ_y by gather_cols, and the
+    transpose in by 64-bit gathers of two classes (fl_transpose_in_max_f32): sparse
+    51.6-53.7 -> 42.2-44.5 ms, one-hot targets 73.7-74.7 -> 66.4-66.7 ms. (A prefetch a
+    line per class inside the group, the block read once with fl_touch before the
+    transpose, or prefetching two blocks ahead: no gain or slower, not kept.)
 
     ``scratch``: ce_small_scratch(C, R) values; ``rows``: 7·R doubles. ``grad`` may be
     ``pred``: the block's x is read in steps 1-2 and its rows written only in step 6.

@@ -75,7 +75,7 @@ cdef extern from "_fastmath.h":
     enum: FL_LANES   # lane_sum's lanes; shorter rows are added in two chains
 
 from fastloss.backends.cython._fastmath cimport (
-    abs_, exp_nonpos, fl_log, fl_prefetch, fl_sum_rows_f64, fl_touch, fl_prob_grad_term, fl_prob_loss_term, lane_max,
+    FL_EXP_GROUP_F32, abs_, exp_nonpos, fl_exp_group_sums_f32, fl_log, fl_prefetch, fl_sum_rows_f64, fl_touch, fl_prob_grad_term, fl_prob_loss_term, lane_max,
     gather_cols, lane_sum, shifted, short_row_sums, stream_copy, stream_scale,
     transpose_in_max, transpose_out,
 )
@@ -97,6 +97,9 @@ cdef enum:
     # ~11 KiB of per-row arrays fit a 48 KiB L1 up to C ~ 37: arithmetic, not measured.)
     CE_SMALL_C = 64
     CE_SMALL_ROWS = 128
+    # Rows of a group of ce_small_group_sums (their sums stay in registers across the
+    # classes): a multiple of every vector width.
+    CE_SMALL_LANES = 16
 
 
 cdef struct CEParams:
@@ -391,6 +394,42 @@ cdef inline Py_ssize_t ce_small_scratch(Py_ssize_t C, Py_ssize_t R) noexcept nog
     return 3 * C * R + 8 * R
 
 
+cdef inline void ce_small_group_sums(
+    const Mode* mode, Py_ssize_t C, Py_ssize_t R, Py_ssize_t g, Py_ssize_t n,
+    floating* xt, const floating* mrow, double* ssum,
+) noexcept nogil:
+    """Step 3's exp of ce_logits_small_block for the rows [g, g + n) of the transposed block
+    (n <= CE_SMALL_LANES; row stride R): ``ssum = Σ_j e_j`` with ``e = exp(z)``, ``z =
+    shifted(x, m)`` (e written over ``xt`` with the gradient), in float64 from +0 in class
+    order: the same additions as a loop over the classes with the rows inside. Here the
+    classes are the inner loop, and with ``n = CE_SMALL_LANES`` (a constant once inlined)
+    the group's sums and maxima stay in vector registers across it. A whole group of float32
+    in the AVX-512 build takes fl_exp_group_sums_f32 (_fastmath.h: the same exp and sums bit
+    for bit, the 2^n scaling in one instruction; tests/backends/test_cython_kernels.py,
+    test_small_class_groups_equal_the_remainder_rows)."""
+    cdef double s[CE_SMALL_LANES]
+    cdef floating m[CE_SMALL_LANES]
+    cdef Py_ssize_t j, l
+    cdef floating* col
+    cdef floating e
+    if floating is float:
+        if FL_EXP_GROUP_F32 and n == CE_SMALL_LANES:
+            fl_exp_group_sums_f32(xt + g, R, C, mrow + g, ssum + g, Mode is WithGrad)
+            return
+    for l in range(n):
+        s[l] = 0
+        m[l] = mrow[g + l]
+    for j in range(C):
+        col = xt + j * R + g
+        for l in range(n):
+            e = exp_nonpos(shifted(col[l], m[l]))
+            if Mode is WithGrad:
+                col[l] = e
+            s[l] += e
+    for l in range(n):
+        ssum[g + l] = s[l]
+
+
 cdef inline double ce_logits_small_block(
     const CEParams* a, const Target* target_kind, const Mode* mode,
     Py_ssize_t r0, Py_ssize_t r1,
@@ -410,17 +449,25 @@ cdef inline double ce_logits_small_block(
     3. ``Σ c_j z_j`` over the classes (soft targets, or smoothing), then e = exp(z) (into
        ``xt`` for the gradient) and ``s += e``: every row sum in float64, in class order;
        z = x - m is formed where it is used (a loop storing it cost ~10% of a value-only
-       call streaming from memory);
+       call streaming from memory). The exp a group of CE_SMALL_LANES rows at a time, the
+       classes inside (ce_small_group_sums): the group's sums stay in registers;
     4. row losses and gradient factors (ce_finish_rows, as in ce_logits_block);
     5. ``xt`` ← g = a·e - scale·w·c, 0 for a skipped row;
     6. g transposed back into the gradient rows (or a row-major scratch streamed out).
 
-    The next block's logits and labels (targets) are prefetched a share per class in step 3,
+    The next block's logits and labels (targets) are prefetched a share per group in step 3,
     a few cache lines in flight at a time. Measured (float32, (6553600, 10), one thread,
     AVX-512, CPU time, min of 5, interleaved with the previous version, which prefetched a
     whole block at once, stored z in a pass of its own, had a per-row loop GCC left scalar
     and 256-row blocks): value only 68.8 -> 56.3 ms sparse, 116.5 -> 77.2 ms soft; with the
     gradient 110.2 -> 98.9 ms and 166.1 -> 131.3 ms (np.sum of the logits: 23.1 ms).
+    Then (same case, value only, one thread, CPU time, min of 15 calls, three runs
+    alternating with the previous build, loaded machine) the exp in groups of rows (with
+    AVX-512's VSCALEFPS, fl_exp_group_sums_f32), x_y and κ_y by gather_cols, and the
+    transpose in by 64-bit gathers of two classes (fl_transpose_in_max_f32): sparse
+    51.6-53.7 -> 42.2-44.5 ms, one-hot targets 73.7-74.7 -> 66.4-66.7 ms. (A prefetch a
+    line per class inside the group, the block read once with fl_touch before the
+    transpose, or prefetching two blocks ahead: no gain or slower, not kept.)
 
     ``scratch``: ce_small_scratch(C, R) values; ``rows``: 7·R doubles. ``grad`` may be
     ``pred``: the block's x is read in steps 1-2 and its rows written only in step 6.
@@ -438,6 +485,7 @@ cdef inline double ce_logits_small_block(
     cdef floating* xy = cy + R                   # x_y (sparse)
     cdef floating* ky = xy + R                   # κ_y (sparse)
     cdef int* lab = <int*>(ky + R)               # label, -1 for a skipped row
+    cdef int* lcol = lab + R                     # label, 0 for a skipped row
     cdef double* zsum = rows            # Σ c_j z_j
     cdef double* wsum = rows + R        # W, then the gradient factor a
     cdef double* ssum = rows + 2 * R    # s = Σ exp(z)
@@ -449,7 +497,7 @@ cdef inline double ce_logits_small_block(
     cdef const floating* tcol
     cdef floating v, m, kj, e
     cdef int jl
-    cdef Py_ssize_t next_rows
+    cdef Py_ssize_t next_rows, g, groups
     cdef Prefetcher pf, pft
     cdef double eps_c = a.smoothing / C, keep_y = 1 - a.smoothing, kappa_sum = a.kappa_sum
     cdef double scale = a.scale, w, coef_y, c
@@ -467,12 +515,10 @@ cdef inline double ce_logits_small_block(
     pf.read2 = NULL
     pf.write = NULL
     pf.left = next_rows * C * sizeof(floating)
-    pf.step = (pf.left // C + 63) // 64 * 64
     pft.read = <const char*>(target + r1 * C) if Target is Soft else <const char*>(a.labels + r1)
     pft.read2 = NULL
     pft.write = NULL
     pft.left = next_rows * (C * sizeof(floating) if Target is Soft else sizeof(long long))
-    pft.step = (pft.left // C + 63) // 64 * 64
 
     # 2. per row: weight, label (skip), W and c_y·z_y; the gradient's per-row constants.
     #    Loops without branches (a random ignored label would mispredict), each vectorised.
@@ -485,13 +531,15 @@ cdef inline double ce_logits_small_block(
     else:
         block_labels(a, r0, R, lab, bad)
 
-        # x_y and κ_y (row 0's class 0 stands in for a skipped row's): a gather each
-        # per vector of rows (selecting them in the z loop below, a compare and select
-        # per element, took twice as long)
+        # x_y and κ_y (class 0 stands in for a skipped row's): a hardware gather each per
+        # vector of rows (gather_cols; κ_y as the column col[r] of a "matrix" of row
+        # stride 0). Selecting them in the z loop below, a compare and select per element,
+        # took twice as long; the loop `xy[r] = xb[r·C + col[r]]` GCC left scalar (-fwrapv
+        # index arithmetic, see gather_cols): 7% of a value-only call (perf).
         for r in range(R):
-            jl = lab[r] if lab[r] >= 0 else 0
-            xy[r] = xb[r * C + jl]
-            ky[r] = kappa[jl]
+            lcol[r] = lab[r] if lab[r] >= 0 else 0
+        gather_cols(xb, C, R, lcol, xy)
+        gather_cols(kappa, 0, R, lcol, ky)
         # Per row, in loops of few arrays each (one loop storing to all of them has more
         # possible overlaps than GCC checks at run time: it stayed scalar, 7 cycles a row).
         for r in range(R):
@@ -530,17 +578,23 @@ cdef inline double ce_logits_small_block(
                 c = coefficient(kj, tcol[r], keep_y, eps_c)
                 wsum[r] += c
                 zsum[r] += 0 if c == 0 else c * shifted(col[r], mrow[r])
-    for r in range(R):
-        ssum[r] = 0
-    for j in range(C):
+    # The exp a group of rows at a time (the row sums in registers across the classes);
+    # the next block's inputs prefetched a share per group.
+    groups = (R + CE_SMALL_LANES - 1) // CE_SMALL_LANES
+    pf.step = (pf.left // groups + 63) // 64 * 64
+    pft.step = (pft.left // groups + 63) // 64 * 64
+    g = 0
+    while g + CE_SMALL_LANES <= R:
         prefetch_next(&pf)
         prefetch_next(&pft)
-        col = xt + j * R
-        for r in range(R):
-            e = exp_nonpos(shifted(col[r], mrow[r]))
-            if Mode is WithGrad:
-                col[r] = e
-            ssum[r] += e
+        ce_small_group_sums(mode, C, R, g, CE_SMALL_LANES, xt, mrow, ssum)
+        g += CE_SMALL_LANES
+    if g < R:
+        ce_small_group_sums(mode, C, R, g, R - g, xt, mrow, ssum)
+    pf.step = pf.left
+    pft.step = pft.left
+    prefetch_next(&pf)
+    prefetch_next(&pft)
 
     # 4. row losses and gradient factors.
     for r in range(R):

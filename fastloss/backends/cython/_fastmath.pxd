@@ -37,6 +37,9 @@ cdef extern from "_fastmath.h" nogil:
     void fl_gather_cols_f32(const float* x, Py_ssize_t C, Py_ssize_t R, const int* col, float* out)
     void fl_gather_cols_f64(const double* x, Py_ssize_t C, Py_ssize_t R, const int* col, double* out)
     unsigned int fl_touch(const void* p, Py_ssize_t nbytes)
+    enum: FL_EXP_GROUP_F32   # 1 where fl_exp_group_sums_f32 is the AVX-512 code (else not to call)
+    void fl_exp_group_sums_f32(float* xt, Py_ssize_t S, Py_ssize_t C, const float* m, double* s,
+                               int store)
     void fl_short_row_sums_f32(const float* x, Py_ssize_t C, Py_ssize_t R, double* S)
     void fl_short_row_sums_f64(const double* x, Py_ssize_t C, Py_ssize_t R, double* S)
     void fl_prefetch(const void* p, Py_ssize_t nbytes, int write)

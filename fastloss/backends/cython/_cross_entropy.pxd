@@ -75,7 +75,8 @@ cdef extern from "_fastmath.h":
     enum: FL_LANES   # lane_sum's lanes; shorter rows are added in two chains
 
 from fastloss.backends.cython._fastmath cimport (
-    abs_, exp_nonpos, fl_log, fl_prefetch, fl_sum_rows_f64, fl_touch, fl_prob_grad_term, fl_prob_loss_term, lane_max,
+    FL_ONEHOT_ROWS, abs_, exp_nonpos, fl_log, fl_prefetch, fl_short_onehot_rows_f32,
+    fl_sum_rows_f64, fl_touch, fl_prob_grad_term, fl_prob_loss_term, lane_max,
     gather_cols, lane_sum, shifted, short_row_sums, stream_copy, stream_scale,
     transpose_in_max, transpose_out,
 )
@@ -630,10 +631,20 @@ cdef inline double ce_probabilities_short_value(
     floating* loss_out, double* rows, floating* scratch,
 ) noexcept nogil:
     """Value only, dense targets, C < FL_LANES: the general loop's loss (ce_probabilities_row)
-    of the block's rows, given the row sums S in ``rows[R:2R]``, a class at a time over the
-    rows of the transposed targets (``scratch``: R·C values).
+    of the block's rows; the row sums S (written to ``rows[R:2R]``) and the terms a class at a
+    time over the rows of the transposed targets (``scratch``: R·C values).
 
-    First the coefficients c_j, per row their sum and a code of the number and classes of the
+    First, for float32 without smoothing and with finite class weights, in a build with
+    fl_short_onehot_rows' vector path (AVX-512): there ``c_j = κ_j·t_j·(1-ε)`` is ±0 wherever
+    ``t_j`` is (κ_j finite), so the classes with ``t_j != 0`` (NaN counts) include those with
+    ``c_j != 0``. Where every row of the block is regular with at most one of them (k), the
+    row's loss is that of the one-log path below with ``c_k = coefficient(κ_k, t_k)``
+    (``c_k`` is the row's only nonzero c_j, or ±0, when the loss is ``-w·(0 + ±0)`` as with
+    ``c = Σ c_j = +0`` below), and S, t_k, κ_k, x_k come from one pass of pair gathers over x
+    and t (_fastmath.h: no transpose, no loop over the classes here). Otherwise (and in other
+    builds or dtypes) the transposed path.
+
+    The coefficients c_j, per row their sum and a code of the number and classes of the
     nonzero ones (adds, no selects: one vector loop). Where every row of the block is regular with at most one nonzero c_j (one-hot
     targets), a row's loss is ``-w·(0 + c_k log q̂_k)`` for that class k (c_k = 0 where there
     is none): in a regular row every other term is ``±0``, which changes none of lane_sum's
@@ -667,27 +678,52 @@ cdef inline double ce_probabilities_short_value(
     cdef floating kj
     cdef double keep_t = 1 - a.smoothing, eps_c = a.smoothing / C
     cdef double lo = a.lo, hi = a.hi, w, c, step
-    cdef bint one_term = (lo > 0) & (hi > 0) & (hi < INFINITY)   # finite logs
-    transpose_in_max(target + r0 * C, C, R, tt, R, <floating*>(rows + 6 * R))   # (max unused)
-    for r in range(R):
-        csel[r] = 0
-        code[r] = 0
-    for j in range(C):
-        kj = kappa[j]
-        tcol = tt + j * R
-        step = 1 + 16 * j
+    cdef bint finite_logs = (lo > 0) & (hi > 0) & (hi < INFINITY)
+    cdef bint one_term = finite_logs
+    # fl_short_onehot_rows' per-row t_k and κ_k
+    cdef float* tk = <float*>(rows + 4 * R)
+    cdef float* kk = tk + R
+    cdef bint fused = False, transposed
+    if floating is float:
+        # Without smoothing and with finite class weights, c_j = κ_j·t_j·(1-ε) is ±0 where
+        # t_j is: the classes with t_j != 0 include those with c_j != 0, so where a row has
+        # at most one (k), c_k = coefficient(κ_k, t_k) is its one nonzero c_j, if any (where
+        # it is ±0 after all, the loss below is -w·(0 + ±0) either way). The row sums and
+        # t_k, κ_k, x_k in one pass over x and t as pairs of classes (no transpose).
+        if FL_ONEHOT_ROWS and one_term and eps_c == 0 and a.kappa_sum - a.kappa_sum == 0:
+            fused = True
+            fl_short_onehot_rows_f32(xb, target + r0 * C, kappa, C, R, ssum, sel, xs, tk, kk)
+            for r in range(R):
+                one_term &= ((sel[r] & 15) <= 1) & regular_sum(ssum[r])
+            if one_term:
+                for r in range(R):
+                    csel[r] = coefficient(kk[r], tk[r], keep_t, eps_c)
+    if not fused:
+        short_row_sums(xb, C, R, ssum)
+    transposed = not (fused and one_term)
+    if transposed:
+        transpose_in_max(target + r0 * C, C, R, tt, R, <floating*>(rows + 6 * R))  # (max unused)
         for r in range(R):
-            c = coefficient(kj, tcol[r], keep_t, eps_c)
-            csel[r] += c
-            code[r] += step if c != 0 else 0
-    for r in range(R):
-        sel[r] = <int>code[r]
-    for r in range(R):
-        one_term &= ((sel[r] & 15) <= 1) & regular_sum(ssum[r])
+            csel[r] = 0
+            code[r] = 0
+        for j in range(C):
+            kj = kappa[j]
+            tcol = tt + j * R
+            step = 1 + 16 * j
+            for r in range(R):
+                c = coefficient(kj, tcol[r], keep_t, eps_c)
+                csel[r] += c
+                code[r] += step if c != 0 else 0
+        for r in range(R):
+            sel[r] = <int>code[r]
+        one_term = finite_logs
+        for r in range(R):
+            one_term &= ((sel[r] & 15) <= 1) & regular_sum(ssum[r])
+        if one_term:
+            for r in range(R):
+                sel[r] = sel[r] >> 4
+            gather_cols(xb, C, R, sel, xs)
     if one_term:
-        for r in range(R):
-            sel[r] = sel[r] >> 4
-        gather_cols(xb, C, R, sel, xs)
         for r in range(R):
             w = 1 if a.weight == NULL else a.weight[r0 + r]
             lrow[r] = -w * (0.0 + fl_prob_loss_term(xs[r] / ssum[r], csel[r], lo, hi))
@@ -803,6 +839,10 @@ cdef inline double ce_probabilities_block(
     # same bytes ~4 ns); value_and_grad 17.5 / 18.3 -> 15.6 / 16.3 ns. A prefetch of the next
     # block's inputs spread over the row sums (4 pieces) changed nothing measurable (8.4 ->
     # 8.7 ns, dense 15.9 -> 15.8 ns; (3276800, 10)): not kept.
+    if Target is not Sparse and Mode is not WithGrad:
+        if C < FL_LANES:   # (with its own row sums)
+            return ce_probabilities_short_value(
+                a, r0, R, pred, target, kappa, loss_out, rows, scratch)
     if C < FL_LANES:
         if Target is Sparse:
             # The block's x read first with contiguous loads (fl_touch), then by the gathers
@@ -814,10 +854,6 @@ cdef inline double ce_probabilities_block(
     else:
         for r in range(R):
             ssum[r] = lane_sum(pred + (r0 + r) * C, C)
-    if Target is not Sparse and Mode is not WithGrad:
-        if C < FL_LANES:
-            return ce_probabilities_short_value(
-                a, r0, R, pred, target, kappa, loss_out, rows, scratch)
     if Target is Sparse:
         if label_only and finite_logs:
             # The labels (block_labels), then the label's terms for every row (class 0

@@ -39,6 +39,10 @@ cdef extern from "_fastmath.h" nogil:
     unsigned int fl_touch(const void* p, Py_ssize_t nbytes)
     void fl_short_row_sums_f32(const float* x, Py_ssize_t C, Py_ssize_t R, double* S)
     void fl_short_row_sums_f64(const double* x, Py_ssize_t C, Py_ssize_t R, double* S)
+    enum: FL_ONEHOT_ROWS
+    void fl_short_onehot_rows_f32(const float* x, const float* t, const float* kappa,
+                                  Py_ssize_t C, Py_ssize_t R, double* S, int* code, float* xk,
+                                  float* tk, float* kk)
     void fl_prefetch(const void* p, Py_ssize_t nbytes, int write)
     void fl_prefetch_range(const void* base, Py_ssize_t itemsize, Py_ssize_t i0, Py_ssize_t i1)
     void fl_prefetch_range_w(const void* base, Py_ssize_t itemsize, Py_ssize_t i0, Py_ssize_t i1)

@@ -782,7 +782,8 @@ FL_INLINE unsigned int fl_touch(const void *p, ptrdiff_t bytes)
 }
 
 /* out[r] = x[r*C + col[r]] for R rows of C values, a column index per row, col[r] in
- * [0, C) (the caller's to check); r*C + C must fit an int32 (a kernel block). With
+ * [0, C) (the caller's to check); r*C + C must fit an int32 (a kernel block). With C = 0, a
+ * table lookup, out[r] = x[col[r]] (col[r] within the table: the caller's to check). With
  * AVX2/AVX-512 a hardware gather per vector of rows (GCC does not vectorise this loop: its
  * index arithmetic may wrap under -fwrapv, which Python's flags add); the rest scalar. */
 #define FL_DEFINE_GATHER_COLS(NAME, T)                                                     \

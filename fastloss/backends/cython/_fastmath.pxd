@@ -192,7 +192,8 @@ cdef inline void short_row_sums(const floating* x, Py_ssize_t C, Py_ssize_t R,
 
 cdef inline void gather_cols(const floating* x, Py_ssize_t C, Py_ssize_t R, const int* col,
                              floating* out) noexcept nogil:
-    """out[r] = x[r·C + col[r]], col[r] in [0, C), R·C + C < 2^31 (see _fastmath.h)."""
+    """out[r] = x[r·C + col[r]], col[r] in [0, C), R·C + C < 2^31 (see _fastmath.h); with
+    C = 0, a table lookup out[r] = x[col[r]] (col[r] within the table)."""
     if floating is float:
         fl_gather_cols_f32(x, C, R, col, out)
     else:

@@ -850,8 +850,13 @@ cdef inline double ce_probabilities_block(
             # The block's x read first with contiguous loads (fl_touch), then by the gathers
             # from L1. Measured (float32, (3276800, 10), value only, one thread, AVX-512, CPU
             # time per row, two runs): sparse 9.0 / 9.1 -> 8.1 / 8.1 ns; dense targets (x
-            # alone, or x and t) 12.5 -> 13.1 / 13.8 ns: not there.
-            lab[0] = <int>fl_touch(xb, R * C * sizeof(floating))   # (kept: used)
+            # alone, or x and t) 12.5 -> 13.1 / 13.8 ns: not there (and slower again with the
+            # pair gathers of the dense value-only path). The block's labels are touched too,
+            # first (block_labels' first loads of them had ~10% of the samples, perf):
+            # (6553600, 10), medians of alternating runs, two threads 24.2 -> 23.0 ms, one
+            # thread 7.35 -> 7.1 ns per row (CPU time).
+            lab[0] = <int>(fl_touch(a.labels + r0, R * sizeof(long long))   # (kept: used)
+                           + fl_touch(xb, R * C * sizeof(floating)))
         short_row_sums(xb, C, R, ssum)
     else:
         for r in range(R):

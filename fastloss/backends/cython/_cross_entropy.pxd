@@ -75,7 +75,9 @@ cdef extern from "_fastmath.h":
     enum: FL_LANES   # lane_sum's lanes; shorter rows are added in two chains
 
 from fastloss.backends.cython._fastmath cimport (
-    FL_EXP_GROUP_F32, abs_, exp_nonpos, fl_exp_group_sums_f32, fl_log, fl_prefetch, fl_sum_rows_f64, fl_touch, fl_prob_grad_term, fl_prob_loss_term, lane_max,
+    FL_EXP_GROUP_F32, FL_ONEHOT_ROWS, abs_, exp_nonpos, fl_exp_group_sums_f32, fl_log,
+    fl_prefetch, fl_short_onehot_rows_f32, fl_sum_rows_f64, fl_touch, fl_prob_grad_term,
+    fl_prob_loss_term, lane_max,
     gather_cols, lane_sum, shifted, short_row_sums, stream_copy, stream_scale,
     transpose_in_max, transpose_out,
 )
@@ -684,10 +686,20 @@ cdef inline double ce_probabilities_short_value(
     floating* loss_out, double* rows, floating* scratch,
 ) noexcept nogil:
     """Value only, dense targets, C < FL_LANES: the general loop's loss (ce_probabilities_row)
-    of the block's rows, given the row sums S in ``rows[R:2R]``, a class at a time over the
-    rows of the transposed targets (``scratch``: R·C values).
+    of the block's rows; the row sums S (written to ``rows[R:2R]``) and the terms a class at a
+    time over the rows of the transposed targets (``scratch``: R·C values).
 
-    First the coefficients c_j, per row their sum and a code of the number and classes of the
+    First, for float32 without smoothing and with finite class weights, in a build with
+    fl_short_onehot_rows' vector path (AVX-512): there ``c_j = κ_j·t_j·(1-ε)`` is ±0 wherever
+    ``t_j`` is (κ_j finite), so the classes with ``t_j != 0`` (NaN counts) include those with
+    ``c_j != 0``. Where every row of the block is regular with at most one of them (k), the
+    row's loss is that of the one-log path below with ``c_k = coefficient(κ_k, t_k)``
+    (``c_k`` is the row's only nonzero c_j, or ±0, when the loss is ``-w·(0 + ±0)`` as with
+    ``c = Σ c_j = +0`` below), and S, t_k, κ_k, x_k come from one pass of pair gathers over x
+    and t (_fastmath.h: no transpose, no loop over the classes here). Otherwise (and in other
+    builds or dtypes) the transposed path.
+
+    The coefficients c_j, per row their sum and a code of the number and classes of the
     nonzero ones (adds, no selects: one vector loop). Where every row of the block is regular with at most one nonzero c_j (one-hot
     targets), a row's loss is ``-w·(0 + c_k log q̂_k)`` for that class k (c_k = 0 where there
     is none): in a regular row every other term is ``±0``, which changes none of lane_sum's
@@ -701,7 +713,10 @@ cdef inline double ce_probabilities_short_value(
     (655360, 10), one thread, AVX-512, per row: every term (strided loads) 33 ns, one log
     per row with a select per class 23.5 ns, with the sums (no selects) about 0.53× the
     every-term time on a loaded machine; the count and class in one sum, 0.87× that again.
-    The time left is mostly in the gathers of the first touch of x and t (perf)."""
+    The pair-gather path against that (float32, (6553600, 10) one-hot, AVX-512, medians of
+    alternating runs of both builds): two threads 44.4 -> 24.0 ms (one-thread np.sum of the
+    same bytes 31 ms), one thread 84.6 -> 45.5 ms; the targets' transpose and the loop over
+    them had been ~45% of the samples, the gathers of the row sums ~20% (perf)."""
     cdef Py_ssize_t C = a.C, r, j
     cdef double* lrow = rows
     cdef double* ssum = rows + R
@@ -721,27 +736,52 @@ cdef inline double ce_probabilities_short_value(
     cdef floating kj
     cdef double keep_t = 1 - a.smoothing, eps_c = a.smoothing / C
     cdef double lo = a.lo, hi = a.hi, w, c, step
-    cdef bint one_term = (lo > 0) & (hi > 0) & (hi < INFINITY)   # finite logs
-    transpose_in_max(target + r0 * C, C, R, tt, R, <floating*>(rows + 6 * R))   # (max unused)
-    for r in range(R):
-        csel[r] = 0
-        code[r] = 0
-    for j in range(C):
-        kj = kappa[j]
-        tcol = tt + j * R
-        step = 1 + 16 * j
+    cdef bint finite_logs = (lo > 0) & (hi > 0) & (hi < INFINITY)
+    cdef bint one_term = finite_logs
+    # fl_short_onehot_rows' per-row t_k and κ_k
+    cdef float* tk = <float*>(rows + 4 * R)
+    cdef float* kk = tk + R
+    cdef bint fused = False, transposed
+    if floating is float:
+        # Without smoothing and with finite class weights, c_j = κ_j·t_j·(1-ε) is ±0 where
+        # t_j is: the classes with t_j != 0 include those with c_j != 0, so where a row has
+        # at most one (k), c_k = coefficient(κ_k, t_k) is its one nonzero c_j, if any (where
+        # it is ±0 after all, the loss below is -w·(0 + ±0) either way). The row sums and
+        # t_k, κ_k, x_k in one pass over x and t as pairs of classes (no transpose).
+        if FL_ONEHOT_ROWS and one_term and eps_c == 0 and a.kappa_sum - a.kappa_sum == 0:
+            fused = True
+            fl_short_onehot_rows_f32(xb, target + r0 * C, kappa, C, R, ssum, sel, xs, tk, kk)
+            for r in range(R):
+                one_term &= ((sel[r] & 15) <= 1) & regular_sum(ssum[r])
+            if one_term:
+                for r in range(R):
+                    csel[r] = coefficient(kk[r], tk[r], keep_t, eps_c)
+    if not fused:
+        short_row_sums(xb, C, R, ssum)
+    transposed = not (fused and one_term)
+    if transposed:
+        transpose_in_max(target + r0 * C, C, R, tt, R, <floating*>(rows + 6 * R))  # (max unused)
         for r in range(R):
-            c = coefficient(kj, tcol[r], keep_t, eps_c)
-            csel[r] += c
-            code[r] += step if c != 0 else 0
-    for r in range(R):
-        sel[r] = <int>code[r]
-    for r in range(R):
-        one_term &= ((sel[r] & 15) <= 1) & regular_sum(ssum[r])
+            csel[r] = 0
+            code[r] = 0
+        for j in range(C):
+            kj = kappa[j]
+            tcol = tt + j * R
+            step = 1 + 16 * j
+            for r in range(R):
+                c = coefficient(kj, tcol[r], keep_t, eps_c)
+                csel[r] += c
+                code[r] += step if c != 0 else 0
+        for r in range(R):
+            sel[r] = <int>code[r]
+        one_term = finite_logs
+        for r in range(R):
+            one_term &= ((sel[r] & 15) <= 1) & regular_sum(ssum[r])
+        if one_term:
+            for r in range(R):
+                sel[r] = sel[r] >> 4
+            gather_cols(xb, C, R, sel, xs)
     if one_term:
-        for r in range(R):
-            sel[r] = sel[r] >> 4
-        gather_cols(xb, C, R, sel, xs)
         for r in range(R):
             w = 1 if a.weight == NULL else a.weight[r0 + r]
             lrow[r] = -w * (0.0 + fl_prob_loss_term(xs[r] / ssum[r], csel[r], lo, hi))
@@ -843,7 +883,6 @@ cdef inline double ce_probabilities_block(
     # are written only after they are read
     cdef floating* xy = <floating*>wrow
     cdef floating* ky = <floating*>lrow
-    cdef int jl
     cdef const floating* xb = pred + r0 * C
 
     # The row sums first, in loops of their own: each is a chain of dependent additions,
@@ -857,21 +896,26 @@ cdef inline double ce_probabilities_block(
     # same bytes ~4 ns); value_and_grad 17.5 / 18.3 -> 15.6 / 16.3 ns. A prefetch of the next
     # block's inputs spread over the row sums (4 pieces) changed nothing measurable (8.4 ->
     # 8.7 ns, dense 15.9 -> 15.8 ns; (3276800, 10)): not kept.
+    if Target is not Sparse and Mode is not WithGrad:
+        if C < FL_LANES:   # (with its own row sums)
+            return ce_probabilities_short_value(
+                a, r0, R, pred, target, kappa, loss_out, rows, scratch)
     if C < FL_LANES:
         if Target is Sparse:
             # The block's x read first with contiguous loads (fl_touch), then by the gathers
             # from L1. Measured (float32, (3276800, 10), value only, one thread, AVX-512, CPU
             # time per row, two runs): sparse 9.0 / 9.1 -> 8.1 / 8.1 ns; dense targets (x
-            # alone, or x and t) 12.5 -> 13.1 / 13.8 ns: not there.
-            lab[0] = <int>fl_touch(xb, R * C * sizeof(floating))   # (kept: used)
+            # alone, or x and t) 12.5 -> 13.1 / 13.8 ns: not there (and slower again with the
+            # pair gathers of the dense value-only path). The block's labels are touched too,
+            # first (block_labels' first loads of them had ~10% of the samples, perf):
+            # (6553600, 10), medians of alternating runs, two threads 24.2 -> 23.0 ms, one
+            # thread 7.35 -> 7.1 ns per row (CPU time).
+            lab[0] = <int>(fl_touch(a.labels + r0, R * sizeof(long long))   # (kept: used)
+                           + fl_touch(xb, R * C * sizeof(floating)))
         short_row_sums(xb, C, R, ssum)
     else:
         for r in range(R):
             ssum[r] = lane_sum(pred + (r0 + r) * C, C)
-    if Target is not Sparse and Mode is not WithGrad:
-        if C < FL_LANES:
-            return ce_probabilities_short_value(
-                a, r0, R, pred, target, kappa, loss_out, rows, scratch)
     if Target is Sparse:
         if label_only and finite_logs:
             # The labels (block_labels), then the label's terms for every row (class 0
@@ -879,9 +923,11 @@ cdef inline double ce_probabilities_block(
             # the gather of x_y, the logs).
             block_labels(a, r0, R, lab, bad)
             for r in range(R):
-                jl = lab[r] if lab[r] >= 0 else 0
-                col[r] = jl
-                ky[r] = kappa[jl]
+                col[r] = lab[r] if lab[r] >= 0 else 0
+            # κ_y by gather_cols as a table lookup: GCC left ``kappa[col[r]]`` a scalar loop
+            # (~14% of the block's samples in cache, perf). Measured (float32, (6553600, 10),
+            # value only, one thread, AVX-512, CPU time per row, two runs): 7.75 -> 7.4 ns.
+            gather_cols(kappa, 0, R, col, ky)
             gather_cols(xb, C, R, col, xy)
             for r in range(R):
                 qy[r] = xy[r] / ssum[r]

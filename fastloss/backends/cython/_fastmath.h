@@ -691,6 +691,120 @@ FL_INLINE void fl_exp_group_sums_f32(float *xt, ptrdiff_t S, ptrdiff_t C, const 
 { (void)xt; (void)S; (void)C; (void)m; (void)s; (void)store; }   /* not called */
 #endif
 
+/* Dense value-only rows of float32 (fl_short_onehot_rows_f32) with an even number of classes
+ * C (< FL_LANES), the rows 8 at a time as 64-bit pairs of classes (2p, 2p+1): per pair one
+ * hardware gather of 8 qwords (indices l*C/2) from x and one from t. Widened to double, a
+ * gather of x holds, lane by lane, each row's even chain next to its odd chain: each is
+ * added from +0 in class order, as fl_sum_f32 adds a short row, then S = even + odd (both
+ * chains out of the lanes by two permutes): the same additions, so the same bits. From t,
+ * per row, over the classes j with t_j != 0 (NaN counts): code = sum of (1 + 16j) (float,
+ * exact: below 2^12), and x_j, t_j, kappa_j by masked moves into the pairs' own lanes, then
+ * a row's two lanes ORed (one of them is +0 where at most one class has t_j != 0). So the
+ * targets are read once, in the same gathers as the sums, and x_k needs no gather of its
+ * own. Measured (float32, (6553600, 10) one-hot, one thread, AVX-512, CPU time per row, two
+ * runs each, against the transpose of the targets and the loops over it): 13.0 -> 7.4 ns;
+ * with 16-element gathers a class at a time instead of pairs, 8.0 ns.
+ *
+ * Rows 8*floor(R/8) .. R-1 are left to the caller; returns 8*floor(R/8) (0 for odd C and
+ * without AVX-512). */
+FL_INLINE ptrdiff_t fl__pair_rows_f32(const float *x, const float *t, const float *kappa,
+                                      ptrdiff_t C, ptrdiff_t R, double *S, int32_t *code,
+                                      float *xk, float *tk, float *kk)
+{
+    ptrdiff_t r = 0;
+#if defined(__AVX512F__)
+    if (C & 1)
+        return 0;
+    const ptrdiff_t P = C / 2;
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                           _mm256_set1_epi32((int32_t)P));
+    const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i odd = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+    for (; r + 8 <= R; r += 8) {
+        const float *b = x + r * C;
+        __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+        {
+            const float *tb = t + r * C;
+            __m512 cd = _mm512_setzero_ps(), xv = _mm512_setzero_ps();
+            __m512 tv = _mm512_setzero_ps(), kv = _mm512_setzero_ps();
+            for (ptrdiff_t p = 0; p < P; p++) {
+                __m512 v = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx, b + 2 * p, 8));
+                __m512 u = _mm512_castsi512_ps(_mm512_i32gather_epi64(idx, tb + 2 * p, 8));
+                lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+                hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+                __mmask16 m = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+                __m512 step = _mm512_setr4_ps((float)(1 + 32 * p), (float)(17 + 32 * p),
+                                              (float)(1 + 32 * p), (float)(17 + 32 * p));
+                __m512 kp = _mm512_setr4_ps(kappa[2 * p], kappa[2 * p + 1], kappa[2 * p],
+                                            kappa[2 * p + 1]);
+                cd = _mm512_mask_add_ps(cd, m, cd, step);
+                xv = _mm512_mask_mov_ps(xv, m, v);
+                tv = _mm512_mask_mov_ps(tv, m, u);
+                kv = _mm512_mask_mov_ps(kv, m, kp);
+            }
+            /* a row's two lanes into its even lane, then the even lanes (the low halves of
+             * the qwords) packed */
+            cd = _mm512_add_ps(cd, _mm512_permute_ps(cd, 0xB1));
+            __m512i ci = _mm512_cvttps_epi32(cd);
+            _mm256_storeu_si256((__m256i *)(code + r), _mm512_cvtepi64_epi32(ci));
+#define FL__PAIR_OR(V, OUT)                                                                 \
+            {                                                                               \
+                __m512i w = _mm512_castps_si512(V);                                         \
+                w = _mm512_or_si512(w, _mm512_castps_si512(_mm512_permute_ps(V, 0xB1)));   \
+                _mm256_storeu_si256((__m256i *)((OUT) + r), _mm512_cvtepi64_epi32(w));      \
+            }
+            FL__PAIR_OR(xv, xk)
+            FL__PAIR_OR(tv, tk)
+            FL__PAIR_OR(kv, kk)
+#undef FL__PAIR_OR
+        }
+        __m512d e = _mm512_permutex2var_pd(lo, even, hi);
+        __m512d o = _mm512_permutex2var_pd(lo, odd, hi);
+        _mm512_storeu_pd(S + r, _mm512_add_pd(e, o));
+    }
+#else
+    (void)x; (void)t; (void)kappa; (void)C; (void)R; (void)S; (void)code; (void)xk; (void)tk;
+    (void)kk;
+#endif
+    return r;
+}
+
+/* Dense value-only rows, C < FL_LANES: S[r] = fl_sum_f32(x + r*C, C) and, over the classes
+ * j with t_j != 0 (NaN counts), code[r] = sum of (1 + 16j) (its low 4 bits count them) and,
+ * where there is one such class k, xk[r] = x_k, tk[r] = t_k, kk[r] = kappa[k] (+0 where there
+ * is none; unspecified where there are several). Vector rows by fl__pair_rows_f32, the rest
+ * (and every row for odd C or without AVX-512) here, with the same results for every row
+ * with at most one such class. FL_ONEHOT_ROWS: whether this build has the vector path (the
+ * kernel uses this function only then; otherwise it transposes the targets). */
+#if defined(__AVX512F__)
+#define FL_ONEHOT_ROWS 1
+#else
+#define FL_ONEHOT_ROWS 0
+#endif
+FL_INLINE void fl_short_onehot_rows_f32(const float *x, const float *t, const float *kappa,
+                                        ptrdiff_t C, ptrdiff_t R, double *S, int32_t *code,
+                                        float *xk, float *tk, float *kk)
+{
+    ptrdiff_t r = fl__pair_rows_f32(x, t, kappa, C, R, S, code, xk, tk, kk);
+    for (; r < R; r++) {
+        const float *xr = x + r * C, *tr = t + r * C;
+        int32_t c = 0;
+        float xv = 0, tv = 0, kv = 0;
+        S[r] = fl_sum_f32(xr, C);
+        for (ptrdiff_t j = 0; j < C; j++)
+            if (tr[j] != 0) {   /* (true for NaN) */
+                c += (int32_t)(1 + 16 * j);
+                xv = xr[j];
+                tv = tr[j];
+                kv = kappa[j];
+            }
+        code[r] = c;
+        xk[r] = xv;
+        tk[r] = tv;
+        kk[r] = kv;
+    }
+}
+
 /* Row sums of R short rows (fewer than FL_LANES values each; row r is x[r*C .. r*C + C)),
  * S[r] = fl_sum(x + r*C, C) bit for bit: each in fl_sum's two chains, the even classes and
  * the odd ones, each from +0 in class order, then added. With AVX2/AVX-512, G rows at a time
@@ -773,7 +887,8 @@ FL_INLINE unsigned int fl_touch(const void *p, ptrdiff_t bytes)
 }
 
 /* out[r] = x[r*C + col[r]] for R rows of C values, a column index per row, col[r] in
- * [0, C) (the caller's to check); r*C + C must fit an int32 (a kernel block). With
+ * [0, C) (the caller's to check); r*C + C must fit an int32 (a kernel block). With C = 0, a
+ * table lookup, out[r] = x[col[r]] (col[r] within the table: the caller's to check). With
  * AVX2/AVX-512 a hardware gather per vector of rows (GCC does not vectorise this loop: its
  * index arithmetic may wrap under -fwrapv, which Python's flags add); the rest scalar. */
 #define FL_DEFINE_GATHER_COLS(NAME, T)                                                     \

@@ -42,6 +42,10 @@ cdef extern from "_fastmath.h" nogil:
                                int store)
     void fl_short_row_sums_f32(const float* x, Py_ssize_t C, Py_ssize_t R, double* S)
     void fl_short_row_sums_f64(const double* x, Py_ssize_t C, Py_ssize_t R, double* S)
+    enum: FL_ONEHOT_ROWS
+    void fl_short_onehot_rows_f32(const float* x, const float* t, const float* kappa,
+                                  Py_ssize_t C, Py_ssize_t R, double* S, int* code, float* xk,
+                                  float* tk, float* kk)
     void fl_prefetch(const void* p, Py_ssize_t nbytes, int write)
     void fl_prefetch_range(const void* base, Py_ssize_t itemsize, Py_ssize_t i0, Py_ssize_t i1)
     void fl_prefetch_range_w(const void* base, Py_ssize_t itemsize, Py_ssize_t i0, Py_ssize_t i1)
@@ -191,7 +195,8 @@ cdef inline void short_row_sums(const floating* x, Py_ssize_t C, Py_ssize_t R,
 
 cdef inline void gather_cols(const floating* x, Py_ssize_t C, Py_ssize_t R, const int* col,
                              floating* out) noexcept nogil:
-    """out[r] = x[r·C + col[r]], col[r] in [0, C), R·C + C < 2^31 (see _fastmath.h)."""
+    """out[r] = x[r·C + col[r]], col[r] in [0, C), R·C + C < 2^31 (see _fastmath.h); with
+    C = 0, a table lookup out[r] = x[col[r]] (col[r] within the table)."""
     if floating is float:
         fl_gather_cols_f32(x, C, R, col, out)
     else:

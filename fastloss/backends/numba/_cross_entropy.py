@@ -545,6 +545,10 @@ NO_REFCOUNT = {**OUT_OF_LINE, "_nrt": False}
 # rows of a thread's (_NROWS, R) row scratch: max, Σe, W, Σc·z, a, b, label, regular
 _RM, _RS, _RW, _RD, _RA, _RB, _RY, _REGULAR = range(8)
 _NROWS = 8
+#: Unused elements after each thread's scratch (the per-thread scratch arrays also get an
+#: unused row each): no cache line holds data of two threads (written by both, it would be
+#: shuttled between the cores).
+_GAP = 32
 
 
 @helper
@@ -1186,7 +1190,7 @@ def _scratch_sizes(small, sparse, rl, c):
     (small C) a chunk transposed, the chunk's gradient and (soft target) the chunk's target
     transposed, ``width`` elements each; ``stride`` in all."""
     width = rl * c if small else 0
-    return width, 2 * c + (2 if sparse else 3) * width
+    return width, 2 * c + (2 if sparse else 3) * width + _GAP
 
 
 @helper
@@ -1327,8 +1331,8 @@ def _make_kernel():
         rl = lanes_rows(c)
         stride = _scratch_sizes(small, sparse, rl, c)[1]
         scratch = np.empty(n_threads * stride, x.dtype)
-        rows = np.empty((n_threads, _NROWS, rl if small else 1), x.dtype)
-        rows64 = np.empty((n_threads, 4, rl if small else 1))
+        rows = np.empty((n_threads, _NROWS + 1, rl if small else 1), x.dtype)
+        rows64 = np.empty((n_threads, 5, rl if small else 1))
         xf = x.reshape(n * c)
         tf = target.reshape(target.size)
         if nblocks == 1:  # one block of work: no parallel region (see _runtime.run)

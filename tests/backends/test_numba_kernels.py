@@ -546,7 +546,7 @@ def test_cross_entropy_small_c_lanes_path(c, opts, sparse, dtype, rng):
     threads, in place and value only; so is the finite sum of the same rows without the
     edge rows."""
     rows = _cross_entropy.rows_per_block(c)
-    chunk = max(_cross_entropy.LANES_MIN_ROWS, _cross_entropy.LANES_ELEMS // c // 16 * 16)
+    chunk = max(16, _cross_entropy.LANES_ELEMS // c // 16 * 16)
     n = 2 * rows + 3 * chunk + 7  # neither a multiple of the chunk nor of 16
     x, labels, target, args, kw = _ce_case(True, sparse, dtype, n, c, rng, opts, False)
     for at in (chunk - 1, chunk, rows + chunk + 5, n - 1):

@@ -100,14 +100,12 @@ __all__ = ["KERNEL", "cross_entropy", "cross_entropy_unchecked", "kernel_signatu
 #: Elements per block (rounded to whole rows): the unit of parallel work and of the
 #: deterministic reduction.
 BLOCK_ELEMS = 1 << 14
-#: Elements per chunk of the small-C path (rounded to a multiple of 16 rows, at least
-#: :data:`LANES_MIN_ROWS` rows). Measured, value only and value_and_grad, float32, two
-#: threads: 1024 rather than 2048 (C = 10: 192 → 96 rows) is 5–10% faster at C = 10 and
-#: C = 3 (more of a chunk's scratch stays in L1); at C = 50, 16 rows instead of 32 was 10%
-#: slower (the per-chunk fixed cost), hence the minimum.
-LANES_ELEMS = 1024
-#: Fewest rows in a chunk of the small-C path.
-LANES_MIN_ROWS = 32
+#: Elements per chunk of the small-C path (rounded to a multiple of 16 rows). Measured at
+#: (6553600, 10), float32, two threads (with the per-thread gap, :data:`_GAP`): 1024
+#: (96 rows) was ~5% faster value only (22.6 → 21.7 ms) and in place, but value_and_grad
+#: into a separate output went 57 → 68 ms, and C = 50 value only 20 → 22 ms; the chunk is
+#: part of the bits, the same in every path, so it stays 2048.
+LANES_ELEMS = 2048
 #: Below this many classes, logits take the small-C (rows in SIMD lanes) path. At least
 #: 64: the row path's loops that both store and sum rely on rows of 256 bytes or more
 #: (see :func:`_softmax_pass`).
@@ -135,9 +133,8 @@ def rows_per_block(c: int) -> int:
 @njit(**HELPER_OPTIONS)
 def lanes_rows(c):
     """Rows in one chunk of the small-C path for ``C = c`` classes: a multiple of 16 lanes,
-    about :data:`LANES_ELEMS` elements (so that a chunk's scratch stays in L1), at least
-    :data:`LANES_MIN_ROWS`."""
-    return max(LANES_MIN_ROWS, LANES_ELEMS // max(c, 1) // 16 * 16)
+    about :data:`LANES_ELEMS` elements (so that a chunk's scratch stays in L1)."""
+    return max(16, LANES_ELEMS // max(c, 1) // 16 * 16)
 
 
 @helper

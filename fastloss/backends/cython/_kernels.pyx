@@ -381,6 +381,7 @@ cdef double _ce_call(CEParams* p, CEArrays* a, int typenum, const double* class_
     a.n_threads = _threads(n_threads, n * C, SERIAL_BELOW, nb)
     cdef Py_ssize_t j
     p.kappa_sum = 0
+    p.unit = class_weight == NULL and p.smoothing == 0
     if class_weight == NULL:
         p.kappa_sum = C
     else:

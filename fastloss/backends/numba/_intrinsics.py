@@ -512,12 +512,31 @@ def _vector_kit(context, builder, fty, ptr):
     return esize, lanes, vty, ivty, mty, gather, store, load_i64
 
 
-def _transpose_typer(arrays, n_rows, c):
-    ok = (all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
-              and a.dtype == arrays[0].dtype and isinstance(a.dtype, types.Float)
-              for a in arrays)
+def _transpose_typer(arrays, n_rows, c, kinds=None):
+    """The signature of a gather intrinsic over ``arrays`` (all 1-D, C-contiguous), or
+    ``None`` where the types do not fit: per array, its ``kinds`` letter says its dtype,
+    ``x`` the float type of ``arrays[0]``, ``d`` float64, ``i`` int64 (default: all ``x``)."""
+    fty = arrays[0].dtype if isinstance(arrays[0], types.Array) else None
+    want = {"x": fty, "d": types.float64, "i": types.int64}
+    kinds = kinds or "x" * len(arrays)
+    ok = (isinstance(fty, types.Float)
+          and all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+                  and a.dtype == want[k] for a, k in zip(arrays, kinds, strict=True))
           and isinstance(n_rows, types.Integer) and isinstance(c, types.Integer))
     return types.none(*arrays, n_rows, c) if ok else None
+
+
+def _transpose_intrinsic(arrays, n_rows, c, kinds=None, **options):
+    """``(signature, codegen)`` of a gather intrinsic (:func:`_transpose_typer`'s types, the
+    loops of :func:`_transpose_codegen` with ``options``), or ``None``."""
+    signature = _transpose_typer(arrays, n_rows, c, kinds)
+    if signature is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _transpose_codegen(context, builder, signature, args, **options)
+
+    return signature, codegen
 
 
 def _transpose_codegen(context, builder, signature, args, sums64=False, roles=None):
@@ -681,7 +700,7 @@ def transpose_rows(typingctx, src, dst, ahead, n_rows, c):
     spread over the work rather than issued in one burst that stalls on the line fill
     buffers. The caller guarantees ``src.size ≥ R·c``, ``dst.size ≥ R·c`` and
     ``c·esize·16 < 2^31`` (32-bit gather offsets)."""
-    return _transpose_typer((src, dst, ahead), n_rows, c), _transpose_codegen
+    return _transpose_intrinsic((src, dst, ahead), n_rows, c)
 
 
 @intrinsic
@@ -689,7 +708,7 @@ def transpose_rows_max(typingctx, src, dst, rmax, ahead, n_rows, c):
     """:func:`transpose_rows`, and ``rmax[r] = maxnum(…maxnum(x_0, x_1)…, x_{c−1})`` of each
     row ``x`` (the row maximum, NaN entries skipped: see :func:`maxnum`) from the gathered
     vectors while they are in registers. The caller guarantees ``rmax.size ≥ R`` too."""
-    return _transpose_typer((src, dst, rmax, ahead), n_rows, c), _transpose_codegen
+    return _transpose_intrinsic((src, dst, rmax, ahead), n_rows, c)
 
 
 @intrinsic
@@ -701,18 +720,7 @@ def row_sums64(typingctx, src, s64, a64, ahead, n_rows, c):
     registers: nothing transposed is written, no scratch is read back. ``ahead`` is
     prefetched as there. The caller guarantees ``src.size ≥ R·c``, ``s64.size ≥ R``,
     ``a64.size ≥ R`` (both float64) and ``c·esize·16 < 2^31``."""
-    ok = (all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
-              for t in (src, s64, a64, ahead))
-          and isinstance(src.dtype, types.Float) and ahead.dtype == src.dtype
-          and s64.dtype == types.float64 and a64.dtype == types.float64
-          and isinstance(n_rows, types.Integer) and isinstance(c, types.Integer))
-    if not ok:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return _transpose_codegen(context, builder, signature, args, sums64=True)
-
-    return types.none(src, s64, a64, ahead, n_rows, c), codegen
+    return _transpose_intrinsic((src, s64, a64, ahead), n_rows, c, "xddx", sums64=True)
 
 
 @intrinsic
@@ -721,17 +729,8 @@ def transpose_rows_sum64(typingctx, src, dst, s64, ahead, n_rows, c):
     ``x`` in float64 (the sum of :func:`row_sums64`, in the same order) from the gathered
     vectors while they are in registers. The caller guarantees ``s64.size ≥ R`` (float64)
     too."""
-    ok = (_transpose_typer((src, dst, ahead), n_rows, c) is not None
-          and isinstance(s64, types.Array) and s64.ndim == 1 and s64.layout == "C"
-          and s64.dtype == types.float64)
-    if not ok:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return _transpose_codegen(context, builder, signature, args,
-                                  roles=("src", "dst", "s64", "ahead"))
-
-    return types.none(src, dst, s64, ahead, n_rows, c), codegen
+    return _transpose_intrinsic((src, dst, s64, ahead), n_rows, c, "xxdx",
+                                roles=("src", "dst", "s64", "ahead"))
 
 
 @intrinsic
@@ -742,22 +741,9 @@ def row_sums64_pick(typingctx, src, s64, a64, lab, kappa, xy, ky, ahead, n_rows,
     range). ``lab``: int64; ``kappa``, ``xy``, ``ky``: the float type of ``src``. The caller
     guarantees, besides what :func:`row_sums64` needs, ``lab.size``, ``xy.size``,
     ``ky.size ≥ R`` and ``kappa.size ≥ c``."""
-    ok = (all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
-              for t in (src, s64, a64, lab, kappa, xy, ky, ahead))
-          and isinstance(src.dtype, types.Float)
-          and all(t.dtype == src.dtype for t in (ahead, kappa, xy, ky))
-          and s64.dtype == types.float64 and a64.dtype == types.float64
-          and lab.dtype == types.int64
-          and isinstance(n_rows, types.Integer) and isinstance(c, types.Integer))
-    if not ok:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return _transpose_codegen(context, builder, signature, args,
-                                  roles=("src", "s64", "a64", "lab", "kappa", "xy", "ky",
-                                         "ahead"))
-
-    return types.none(src, s64, a64, lab, kappa, xy, ky, ahead, n_rows, c), codegen
+    return _transpose_intrinsic((src, s64, a64, lab, kappa, xy, ky, ahead), n_rows, c,
+                                "xddixxxx",
+                                roles=("src", "s64", "a64", "lab", "kappa", "xy", "ky", "ahead"))
 
 
 @intrinsic
@@ -767,15 +753,8 @@ def transpose_rows_nonzero(typingctx, src, dst, count, kf, picked, ahead, n_rows
     such entry and ``picked[r]`` its value (``0`` for both where there is none), all three
     in the float type of ``src``. The caller guarantees, besides what
     :func:`transpose_rows` needs, ``count.size``, ``kf.size``, ``picked.size ≥ R``."""
-    arrays = (src, dst, count, kf, picked, ahead)
-    if _transpose_typer(arrays, n_rows, c) is None:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return _transpose_codegen(context, builder, signature, args,
-                                  roles=("src", "dst", "count", "kf", "picked", "ahead"))
-
-    return types.none(*arrays, n_rows, c), codegen
+    return _transpose_intrinsic((src, dst, count, kf, picked, ahead), n_rows, c,
+                                roles=("src", "dst", "count", "kf", "picked", "ahead"))
 
 
 @intrinsic
@@ -787,20 +766,8 @@ def row_sum64_pick_at(typingctx, src, s64, kf, kappa, xy, ky, ahead, n_rows, c):
     :func:`transpose_rows_nonzero` gives them). The caller guarantees ``s64.size``,
     ``kf.size``, ``xy.size``, ``ky.size ≥ R``, ``kappa.size ≥ c`` and what
     :func:`row_sums64` needs."""
-    ok = (all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C"
-              for t in (src, s64, kf, kappa, xy, ky, ahead))
-          and isinstance(src.dtype, types.Float)
-          and all(t.dtype == src.dtype for t in (ahead, kf, kappa, xy, ky))
-          and s64.dtype == types.float64
-          and isinstance(n_rows, types.Integer) and isinstance(c, types.Integer))
-    if not ok:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return _transpose_codegen(context, builder, signature, args,
-                                  roles=("src", "s64", "lab", "kappa", "xy", "ky", "ahead"))
-
-    return types.none(src, s64, kf, kappa, xy, ky, ahead, n_rows, c), codegen
+    return _transpose_intrinsic((src, s64, kf, kappa, xy, ky, ahead), n_rows, c, "xdxxxxx",
+                                roles=("src", "s64", "lab", "kappa", "xy", "ky", "ahead"))
 
 
 @intrinsic

@@ -151,6 +151,24 @@ cdef inline void block_labels(const CEParams* a, Py_ssize_t r0, Py_ssize_t R, in
         bad[0] = 1
 
 
+cdef inline void label_entries(const floating* xb, Py_ssize_t C, Py_ssize_t R, const int* lab,
+                               const floating* kappa, int* col, floating* xy,
+                               floating* ky) noexcept nogil:
+    """Per row r of a block (``xb``: its R rows of C values; ``lab``: block_labels'),
+    ``col[r]`` its label's class (0 standing in for a skipped row's), ``xy[r] = xb[r·C +
+    col[r]]`` and ``ky[r] = kappa[col[r]]``: a hardware gather each per vector of rows
+    (gather_cols; κ_y as the column of a "matrix" of row stride 0). GCC left both indexed
+    loops scalar (-fwrapv index arithmetic, see gather_cols): measured (float32, (6553600,
+    10), value only, perf / one-thread CPU time) 7% of a logits call, and κ_y alone 7.75 ->
+    7.4 ns per row from probabilities. (Selecting x_y in the z loop instead, a compare and
+    select per element, took twice as long.)"""
+    cdef Py_ssize_t r
+    for r in range(R):
+        col[r] = lab[r] if lab[r] >= 0 else 0
+    gather_cols(xb, C, R, col, xy)
+    gather_cols(kappa, 0, R, col, ky)
+
+
 cdef inline void block_weights(const CEParams* a, Py_ssize_t r0, Py_ssize_t R,
                                double* wrow) noexcept nogil:
     """``wrow[r]``: the sample weight of row ``r0 + r`` (1 without weights), in a loop
@@ -547,15 +565,7 @@ cdef inline double ce_logits_small_block(
     else:
         block_labels(a, r0, R, lab, bad)
 
-        # x_y and κ_y (class 0 stands in for a skipped row's): a hardware gather each per
-        # vector of rows (gather_cols; κ_y as the column col[r] of a "matrix" of row
-        # stride 0). Selecting them in the z loop below, a compare and select per element,
-        # took twice as long; the loop `xy[r] = xb[r·C + col[r]]` GCC left scalar (-fwrapv
-        # index arithmetic, see gather_cols): 7% of a value-only call (perf).
-        for r in range(R):
-            lcol[r] = lab[r] if lab[r] >= 0 else 0
-        gather_cols(xb, C, R, lcol, xy)
-        gather_cols(kappa, 0, R, lcol, ky)
+        label_entries(xb, C, R, lab, kappa, lcol, xy, ky)
         # Per row, in loops of few arrays each (one loop storing to all of them has more
         # possible overlaps than GCC checks at run time: it stayed scalar, 7 cycles a row).
         for r in range(R):
@@ -649,6 +659,17 @@ cdef inline double ce_logits_small_block(
 cdef inline bint regular_sum(double S) noexcept nogil:
     """Whether a row sum S is finite and nonzero (a "regular" row, module docstring)."""
     return (S != 0) & (S - S == 0)
+
+
+cdef inline bint one_term_rows(Py_ssize_t R, const int* code, const double* ssum) noexcept nogil:
+    """Whether every row of a block is regular (regular_sum of its S) and has at most one
+    counted class (``code[r]``: Σ (1 + 16j) over them, its low 4 bits the count). One loop
+    without branches (vectorised)."""
+    cdef Py_ssize_t r
+    cdef bint ok = True
+    for r in range(R):
+        ok &= ((code[r] & 15) <= 1) & regular_sum(ssum[r])
+    return ok
 
 
 cdef inline bint ce_probabilities_label_row(
@@ -751,29 +772,27 @@ cdef inline double ce_probabilities_short_value(
     cdef double keep_t = 1 - a.smoothing, eps_c = a.smoothing / C
     cdef double lo = a.lo, hi = a.hi, w, c, step
     cdef bint finite_logs = (lo > 0) & (hi > 0) & (hi < INFINITY)
-    cdef bint one_term = finite_logs
+    cdef bint one_term = False
     # fl_short_onehot_rows' per-row t_k and κ_k
     cdef float* tk = <float*>(rows + 4 * R)
     cdef float* kk = tk + R
-    cdef bint fused = False, transposed
+    cdef bint fused = False
     if floating is float:
         # Without smoothing and with finite class weights, c_j = κ_j·t_j·(1-ε) is ±0 where
         # t_j is: the classes with t_j != 0 include those with c_j != 0, so where a row has
         # at most one (k), c_k = coefficient(κ_k, t_k) is its one nonzero c_j, if any (where
         # it is ±0 after all, the loss below is -w·(0 + ±0) either way). The row sums and
         # t_k, κ_k, x_k in one pass over x and t as pairs of classes (no transpose).
-        if FL_ONEHOT_ROWS and one_term and eps_c == 0 and a.kappa_sum - a.kappa_sum == 0:
+        if FL_ONEHOT_ROWS and finite_logs and eps_c == 0 and a.kappa_sum - a.kappa_sum == 0:
             fused = True
             fl_short_onehot_rows_f32(xb, target + r0 * C, kappa, C, R, ssum, sel, xs, tk, kk)
-            for r in range(R):
-                one_term &= ((sel[r] & 15) <= 1) & regular_sum(ssum[r])
+            one_term = one_term_rows(R, sel, ssum)
             if one_term:
                 for r in range(R):
                     csel[r] = coefficient(kk[r], tk[r], keep_t, eps_c)
     if not fused:
         short_row_sums(xb, C, R, ssum)
-    transposed = not (fused and one_term)
-    if transposed:
+    if not one_term:   # (the transposed targets: other builds and dtypes, or a fallback)
         transpose_in_max(target + r0 * C, C, R, tt, R, <floating*>(rows + 6 * R))  # (max unused)
         for r in range(R):
             csel[r] = 0
@@ -788,9 +807,7 @@ cdef inline double ce_probabilities_short_value(
                 code[r] += step if c != 0 else 0
         for r in range(R):
             sel[r] = <int>code[r]
-        one_term = finite_logs
-        for r in range(R):
-            one_term &= ((sel[r] & 15) <= 1) & regular_sum(ssum[r])
+        one_term = finite_logs and one_term_rows(R, sel, ssum)
         if one_term:
             for r in range(R):
                 sel[r] = sel[r] >> 4
@@ -936,13 +953,7 @@ cdef inline double ce_probabilities_block(
             # stands in for a skipped row's), each in a loop without branches (vectorised:
             # the gather of x_y, the logs).
             block_labels(a, r0, R, lab, bad)
-            for r in range(R):
-                col[r] = lab[r] if lab[r] >= 0 else 0
-            # κ_y by gather_cols as a table lookup: GCC left ``kappa[col[r]]`` a scalar loop
-            # (~14% of the block's samples in cache, perf). Measured (float32, (6553600, 10),
-            # value only, one thread, AVX-512, CPU time per row, two runs): 7.75 -> 7.4 ns.
-            gather_cols(kappa, 0, R, col, ky)
-            gather_cols(xb, C, R, col, xy)
+            label_entries(xb, C, R, lab, kappa, col, xy, ky)
             for r in range(R):
                 qy[r] = xy[r] / ssum[r]
                 c = coefficient(ky[r], 1.0, keep_t, eps_c)
